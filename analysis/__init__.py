@@ -1,0 +1,1 @@
+"""Analysis of run records: tables and performance-density / cost-density plots."""

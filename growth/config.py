@@ -1,0 +1,228 @@
+"""Structured-config schema: the dataclasses Hydra validates every composed config against.
+
+Every default that METHOD.md calls "ours" is a key here, so a user can set the paper's exact value.
+A typo or a wrongly typed value fails when Hydra composes the config; value ranges and
+contradictions are checked by :func:`validate` before a run directory is touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from growth.errors import ConfigError
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    # Data root; null means the dataset's own default (the embedded digits need none).
+    root: Optional[str] = None
+    # Validation split carved from the training set (stratified, seeded): proxy accuracy and
+    # adaptive timing use it; the test split is never used for decisions.
+    val_fraction: float = 0.1
+    # Only for datasets without an official test split (the embedded digits).
+    test_fraction: float = 0.2
+    split_seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+
+
+@dataclass
+class MLPConfig(ModelConfig):
+    name: str = "mlp"
+    hidden: list[int] = field(default_factory=lambda: [100, 100])
+
+
+@dataclass
+class TrainerConfig:
+    # The full schedule: one dense training run of this length is one unit of cost.
+    epochs: int = 100
+    batch_size: int = 64
+    eval_batch_size: int = 1024
+    optimizer: str = "sgd"  # sgd | adam
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    # Learning-rate schedule of extensive (full) training: cosine | step | constant.
+    schedule: str = "cosine"
+    # For schedule=step: epochs at which the lr is multiplied by gamma.
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    device: str = "auto"  # auto (cuda when present) | cpu | cuda | cuda:N
+    # Growth rounds train at this lr (constant); null means trainer.lr.
+    round_lr: Optional[float] = None
+
+
+@dataclass
+class TimingConfig:
+    # fixed: N epochs per round; adaptive: validation early stopping inside each round.
+    mode: str = "fixed"
+    epochs: int = 3
+    eval_every: int = 20  # adaptive: batches between validation evaluations
+    patience: int = 3  # adaptive: evaluations without improvement before the round ends
+    min_delta: float = 0.001  # adaptive: improvement in validation accuracy that counts
+    max_epochs: int = 10  # adaptive: cap on a round's length
+
+
+@dataclass
+class StopConfig:
+    # logistic: the logistic-fit rule of METHOD.md; none: grow until max_density/max_rounds.
+    rule: str = "logistic"
+    tol: float = 0.005
+    confirm: int = 3
+    min_points: int = 4
+
+
+@dataclass
+class GrowthConfig:
+    seed_density: float = 0.01
+    # phew: PHEW random walks on the initial weights; random: uniform per layer.
+    seed_builder: str = "phew"
+    # fan_in: scale each unit's surviving incoming weights by sqrt(fan_in / active fan_in).
+    seed_rescale: str = "fan_in"
+    growth_ratio: float = 1.25
+    temperature: float = 1.0
+    max_density: float = 1.0
+    max_rounds: int = 40
+    timing: TimingConfig = field(default_factory=TimingConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
+    # Batches whose gradients are averaged for gradient growth (method=gg).
+    gradient_batches: int = 4
+
+
+@dataclass
+class ExtensiveConfig:
+    # discovered: train the discovered density; all: every snapshot; none: skip.
+    which: str = "discovered"
+    # continue: from the snapshot's weights; rewind: the initial weights; reinit: fresh weights.
+    init: str = "continue"
+
+
+@dataclass
+class MethodConfig:
+    name: str = MISSING
+    # Score over absent edges used to grow: pwmp | random | gradient.
+    score: str = "pwmp"
+    # sample: proportional to score^(1/temperature), without replacement; topk: the k best.
+    selection: str = "sample"
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "none"
+
+
+@dataclass
+class OutputConfig:
+    # Results root: every run gets its own directory below it, named by the run's identity.
+    root: str = "results"
+    # Explicit run directory; null derives it from the config (so a relaunch finds it).
+    run_dir: Optional[str] = None
+    # Print progress lines while training.
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    defaults: list[Any] = field(default_factory=lambda: [])
+    dataset: DatasetConfig = MISSING
+    model: ModelConfig = MISSING
+    method: MethodConfig = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    growth: GrowthConfig = field(default_factory=GrowthConfig)
+    extensive: ExtensiveConfig = field(default_factory=ExtensiveConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    seed: int = 0
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
+    cs.store(group="model", name="mlp_schema", node=MLPConfig)
+    cs.store(group="method", name="method_schema", node=MethodConfig)
+    cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
+    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+
+
+CHOICES = {
+    "trainer.optimizer": ("sgd", "adam"),
+    "trainer.schedule": ("cosine", "step", "constant"),
+    "growth.timing.mode": ("fixed", "adaptive"),
+    "growth.stop.rule": ("logistic", "none"),
+    "growth.seed_builder": ("phew", "random"),
+    "growth.seed_rescale": ("fan_in", "none"),
+    "extensive.which": ("discovered", "all", "none"),
+    "extensive.init": ("continue", "rewind", "reinit"),
+    "method.score": ("pwmp", "random", "gradient"),
+    "method.selection": ("sample", "topk"),
+}
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    return OmegaConf.select(cfg, key, throw_on_missing=True)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check ranges and contradictions; raise ConfigError naming the key and what is valid."""
+    from growth.data import DATASETS
+    from growth.models import MODELS
+
+    problems: list[str] = []
+
+    def check(ok: bool, key: str, valid: str) -> None:
+        if not ok:
+            problems.append(f"{key}={_get(cfg, key)!r} is invalid: {valid}")
+
+    check(cfg.dataset.name in DATASETS, "dataset.name", f"one of {sorted(DATASETS)}")
+    check(cfg.model.name in MODELS, "model.name", f"one of {sorted(MODELS)}")
+    for key, choices in CHOICES.items():
+        check(_get(cfg, key) in choices, key, f"one of {list(choices)}")
+    g = cfg.growth
+    check(0 < g.seed_density <= 1, "growth.seed_density", "a density in (0, 1]")
+    check(0 < g.max_density <= 1, "growth.max_density", "a density in (0, 1]")
+    check(g.growth_ratio > 1, "growth.growth_ratio", "a ratio above 1")
+    check(g.temperature > 0, "growth.temperature", "a temperature above 0")
+    check(g.max_rounds >= 1, "growth.max_rounds", "at least 1")
+    check(g.gradient_batches >= 1, "growth.gradient_batches", "at least 1")
+    check(g.timing.epochs >= 1, "growth.timing.epochs", "at least 1 epoch per round")
+    check(g.timing.eval_every >= 1, "growth.timing.eval_every", "at least 1 batch")
+    check(g.timing.patience >= 1, "growth.timing.patience", "at least 1 evaluation")
+    check(g.timing.min_delta >= 0, "growth.timing.min_delta", "at least 0")
+    check(g.timing.max_epochs >= 1, "growth.timing.max_epochs", "at least 1 epoch")
+    check(0 < g.stop.tol < 1, "growth.stop.tol", "an accuracy tolerance in (0, 1)")
+    check(g.stop.confirm >= 0, "growth.stop.confirm", "at least 0")
+    check(g.stop.min_points >= 4, "growth.stop.min_points", "at least 4 (the logistic has 4 parameters)")
+    if 0 < g.seed_density <= 1 and 0 < g.max_density <= 1 and g.seed_density > g.max_density:
+        problems.append(
+            f"growth.seed_density={g.seed_density} is above growth.max_density={g.max_density}: "
+            "the seed must not be denser than the largest density growth may reach"
+        )
+    t = cfg.trainer
+    check(t.epochs >= 1, "trainer.epochs", "at least 1 epoch")
+    check(t.batch_size >= 1, "trainer.batch_size", "at least 1")
+    check(t.eval_batch_size >= 1, "trainer.eval_batch_size", "at least 1")
+    check(t.lr > 0, "trainer.lr", "a learning rate above 0")
+    check(t.round_lr is None or t.round_lr > 0, "trainer.round_lr", "null or a learning rate above 0")
+    check(0 <= t.momentum < 1, "trainer.momentum", "in [0, 1)")
+    check(t.weight_decay >= 0, "trainer.weight_decay", "at least 0")
+    check(t.gamma > 0, "trainer.gamma", "above 0")
+    check(
+        t.device == "auto" or t.device == "cpu" or str(t.device).startswith("cuda"),
+        "trainer.device",
+        "auto, cpu, cuda or cuda:N",
+    )
+    d = cfg.dataset
+    check(0 < d.val_fraction < 1, "dataset.val_fraction", "a fraction in (0, 1)")
+    check(0 < d.test_fraction < 1, "dataset.test_fraction", "a fraction in (0, 1)")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

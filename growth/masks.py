@@ -1,0 +1,116 @@
+"""Masks: one bool tensor per growable weight, keyed by parameter name.
+
+A model may declare its growable weights with a ``growable_weights()`` method returning
+parameter names; otherwise every Linear and Conv2d weight is growable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+Masks = dict[str, torch.Tensor]
+
+
+def growable_weight_names(model: nn.Module) -> list[str]:
+    declared = getattr(model, "growable_weights", None)
+    if callable(declared):
+        names = list(declared())
+        params = dict(model.named_parameters())
+        unknown = [n for n in names if n not in params]
+        if unknown:
+            raise ValueError(f"{type(model).__name__}.growable_weights() names unknown parameters {unknown}")
+        return names
+    names = []
+    for module_name, module in model.named_modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            names.append(f"{module_name}.weight" if module_name else "weight")
+    return names
+
+
+def growable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    params = dict(model.named_parameters())
+    return {name: params[name] for name in growable_weight_names(model)}
+
+
+def dense_masks(model: nn.Module) -> Masks:
+    return {name: torch.ones_like(p, dtype=torch.bool) for name, p in growable_parameters(model).items()}
+
+
+def count_active(masks: Mapping[str, torch.Tensor]) -> int:
+    return int(sum(int(m.sum()) for m in masks.values()))
+
+
+def count_total(masks: Mapping[str, torch.Tensor]) -> int:
+    return int(sum(m.numel() for m in masks.values()))
+
+
+def density(masks: Mapping[str, torch.Tensor]) -> float:
+    """Fraction of growable edges that are present (density, never sparsity)."""
+    total = count_total(masks)
+    return count_active(masks) / total if total else 1.0
+
+
+def layer_densities(masks: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    return {name: float(m.sum()) / m.numel() for name, m in masks.items()}
+
+
+@torch.no_grad()
+def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
+    """Zero every absent weight in place."""
+    params = dict(model.named_parameters())
+    for name, mask in masks.items():
+        params[name].mul_(mask)
+
+
+@torch.no_grad()
+def mask_gradients(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    for name, mask in masks.items():
+        grad = params[name].grad
+        if grad is not None:
+            grad.mul_(mask)
+
+
+@torch.no_grad()
+def mask_optimizer_state(optimizer: torch.optim.Optimizer, model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
+    """Zero every optimizer-state tensor (momentum, Adam moments) at absent positions."""
+    params = dict(model.named_parameters())
+    for name, mask in masks.items():
+        state = optimizer.state.get(params[name])
+        if not state:
+            continue
+        for value in state.values():
+            if torch.is_tensor(value) and value.shape == mask.shape:
+                value.mul_(mask)
+
+
+def save_masks(path: str | Path, masks: Mapping[str, torch.Tensor]) -> None:
+    from growth.records import atomic_torch_save
+
+    atomic_torch_save({name: m.detach().to("cpu", torch.bool) for name, m in masks.items()}, path)
+
+
+def load_masks(path: str | Path, model: nn.Module | None = None) -> Masks:
+    """Load masks; with a model, check that names and shapes match its growable weights."""
+    masks = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(masks, dict) or not all(torch.is_tensor(m) for m in masks.values()):
+        raise ValueError(f"{path} does not hold a masks file (a dict of bool tensors)")
+    masks = {name: m.to(torch.bool) for name, m in masks.items()}
+    if model is not None:
+        check_masks_fit(masks, model, source=str(path))
+    return masks
+
+
+def check_masks_fit(masks: Mapping[str, torch.Tensor], model: nn.Module, source: str = "masks") -> None:
+    params = growable_parameters(model)
+    missing = sorted(set(params) - set(masks))
+    extra = sorted(set(masks) - set(params))
+    if missing or extra:
+        raise ValueError(f"{source} does not fit {type(model).__name__}: missing {missing}, unexpected {extra}")
+    wrong = {n: (tuple(masks[n].shape), tuple(p.shape)) for n, p in params.items() if masks[n].shape != p.shape}
+    if wrong:
+        raise ValueError(f"{source} does not fit {type(model).__name__}: shape (mask, weight) mismatch {wrong}")

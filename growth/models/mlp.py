@@ -1,0 +1,30 @@
+"""Multilayer perceptron for flat or image inputs (flattened)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Module):
+    def __init__(self, input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (100, 100)):
+        super().__init__()
+        in_features = int(math.prod(input_shape))
+        widths = [in_features, *[int(h) for h in hidden], int(num_classes)]
+        self.flatten = nn.Flatten()
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.act = nn.ReLU()
+
+    def growable_weights(self) -> list[str]:
+        return [f"layers.{i}.weight" for i in range(len(self.layers))]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.flatten(x)
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = self.act(x)
+        return x
