@@ -1,0 +1,163 @@
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from growth.errors import ConfigError
+from growth.stopping import FitDecision, StopRule, logistic
+
+DENSITIES = 0.01 * 1.25 ** np.arange(22)  # geometric growth from a 1% seed, ratio 1.25
+X = np.log10(DENSITIES)
+A, B, K, X0 = 0.1, 0.95, 6.0, -1.4
+TRUE = logistic(X, A, B, K, X0)
+
+
+def first_stop(rule, densities, accuracies):
+    """Feed the points one round at a time; return the number of points at the first stop."""
+    for n in range(1, len(densities) + 1):
+        if rule.decide(densities[:n], accuracies[:n]).stop:
+            return n
+    return None
+
+
+def test_logistic_fed_incrementally_stops_when_confirm_points_reach_the_plateau():
+    rule = StopRule()
+    within = np.abs(TRUE - B) <= rule.tol
+    expected = int(np.argmax(np.cumsum(within) >= rule.confirm)) + 1
+    assert 4 < expected < len(DENSITIES)  # the data has a rise, then an observed plateau
+    assert first_stop(rule, DENSITIES, TRUE) == expected
+
+    before = rule.decide(DENSITIES[: expected - 1], TRUE[: expected - 1])
+    assert not before.stop and before.valid and before.gain_ok and not before.plateau_ok
+    assert before.n_plateau == rule.confirm - 1
+
+    at = rule.decide(DENSITIES[:expected], TRUE[:expected])
+    assert at.stop and at.fitted and at.valid
+    assert at.reason.startswith("plateau observed (3/3")
+    # Noise-free data: the fit recovers the generating curve.
+    assert at.b == pytest.approx(B, abs=1e-3)
+    assert at.k == pytest.approx(K, rel=0.05)
+    assert at.x0 == pytest.approx(X0, abs=0.02)
+    assert at.residual < 1e-4
+    assert at.predicted_gain < rule.tol
+
+
+def test_rising_part_only_does_not_stop_and_reports_the_gain():
+    dec = StopRule().decide(DENSITIES[:10], TRUE[:10])
+    assert dec.fitted and dec.valid and not dec.stop
+    assert dec.predicted_gain > 0.1
+    assert dec.reason.startswith("gain ")
+
+
+def test_concave_power_law_is_blocked_by_confirm_only():
+    # Accuracy rising like a power of log-density: concave, no plateau before density 1.
+    acc = 0.6 + 0.05 * (X + 2.05) ** 0.3
+    eager = first_stop(StopRule(confirm=0), DENSITIES, acc)
+    assert eager is not None
+    # Conditions 1-2 alone stop while growth still pays several tol.
+    assert acc[-1] - acc[eager - 1] > 3 * 0.005
+    blocked = StopRule(confirm=3).decide(DENSITIES[:eager], acc[:eager])
+    assert blocked.valid and blocked.gain_ok and not blocked.plateau_ok and not blocked.stop
+    assert blocked.n_plateau < 3
+    assert "plateau not observed" in blocked.reason
+    patient = first_stop(StopRule(confirm=3), DENSITIES, acc)
+    assert patient is None or patient > eager + 3
+
+
+def test_fewer_than_min_points_never_stops():
+    flat_top = np.array([0.2, 0.95, 0.95, 0.95, 0.95, 0.95])
+    for n in range(1, 4):
+        dec = StopRule().decide(DENSITIES[:n], flat_top[:n])
+        assert not dec.stop and not dec.fitted
+        assert dec.reason == f"too few points ({n} < 4)"
+    assert StopRule(min_points=6).decide(DENSITIES[:5], flat_top[:5]).reason == "too few points (5 < 6)"
+    assert StopRule(min_points=6).decide(DENSITIES[:6], flat_top[:6]).fitted
+
+
+def test_noisy_logistic_stops_on_the_plateau_not_before():
+    rule = StopRule()
+    noisy = np.clip(TRUE + np.random.default_rng(0).normal(0.0, 0.002, TRUE.size), 0.0, 1.0)
+    reach = int(np.argmax(TRUE >= B - rule.tol)) + 1  # points needed for the curve to reach the plateau
+    n = first_stop(rule, DENSITIES, noisy)
+    assert n is not None
+    assert reach <= n <= reach + rule.confirm + 1
+    dec = rule.decide(DENSITIES[:n], noisy[:n])
+    assert dec.b == pytest.approx(B, abs=0.005)
+    assert 0.0005 < dec.residual < 0.005
+
+
+def test_flat_history_is_not_a_plateau():
+    # A seed stuck at chance for several rounds must keep growing.
+    chance = [0.1, 0.1, 0.101, 0.1, 0.1, 0.1]
+    dec = StopRule().decide(DENSITIES[:6], chance)
+    assert not dec.stop and not dec.fitted and dec.b is None
+    assert "no rise observed" in dec.reason
+    # The same flat points after a rise are a plateau.
+    risen = [0.1, 0.5, 0.9, 0.95, 0.95, 0.95, 0.95]
+    assert StopRule().decide(DENSITIES[:7], risen).stop
+
+
+def test_record_is_flat_primitives_with_fit_prefix():
+    n = 19
+    rec = StopRule().decide(DENSITIES[:n], TRUE[:n]).as_record()
+    for key in ("stop", "fitted", "reason", "a", "b", "k", "x0", "residual", "predicted_gain",
+                "n_plateau", "valid", "gain_ok", "plateau_ok", "n_points"):
+        assert f"fit_{key}" in rec
+    assert all(k.startswith("fit_") for k in rec)
+    assert all(v is None or isinstance(v, (bool, int, float, str)) for v in rec.values())
+    assert rec["fit_b"] == pytest.approx(B, abs=1e-3) and rec["fit_n_points"] == n
+    assert rec["fit_stop"] is True
+    empty = FitDecision(False, False, "too few points (1 < 4)").as_record()
+    assert empty["fit_b"] is None and empty["fit_reason"] == "too few points (1 < 4)"
+
+
+@pytest.mark.parametrize("densities, accuracies", [
+    ([0.01, 0.0125, 0.015, 0.02, 0.03], [0.5] * 5),  # constant
+    ([0.01, 0.01, 0.02, 0.02, 0.02], [0.1, 0.1, 0.9, 0.9, 0.9]),  # two distinct x values
+    ([0.1] * 5, [0.1, 0.5, 0.9, 0.3, 0.2]),  # one x value
+    ([0.01, 0.02, 0.04, 0.08], [0.0, 0.0, 1.0, 1.0]),  # extremes, exact step
+    ([0.01, 0.02, 0.04, 0.08, 0.16], [0.9, 0.8, 0.7, 0.6, 0.5]),  # falling
+    ([1e-9, 1e-6, 1e-3, 1.0], [0.1, 0.2, 0.9, 0.95]),  # wide x range
+])
+def test_degenerate_inputs_never_raise_and_do_not_stop(densities, accuracies):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning leaks either
+        dec = StopRule().decide(densities, accuracies)
+    assert isinstance(dec, FitDecision)
+    assert dec.stop is False
+    assert dec.reason
+    if dec.fitted:
+        assert all(math.isfinite(v) for v in (dec.a, dec.b, dec.k, dec.x0, dec.residual))
+
+
+def test_falling_curve_is_invalid():
+    dec = StopRule().decide([0.01, 0.02, 0.04, 0.08, 0.16], [0.9, 0.8, 0.7, 0.6, 0.5])
+    assert not dec.valid and dec.reason.startswith("fit invalid")
+    assert "not rising" in dec.reason and dec.b < dec.a
+
+
+def test_random_inputs_never_raise_and_are_deterministic():
+    rng = np.random.default_rng(1)
+    rule = StopRule()
+    for _ in range(40):
+        n = int(rng.integers(0, 10))
+        d = np.sort(rng.choice([0.01, 0.02, 0.05, 0.3, 1.0], n) if rng.random() < 0.5 else rng.uniform(1e-4, 1, n))
+        a = rng.choice([0.0, 0.1, 0.5, 1.0], n) if rng.random() < 0.3 else rng.uniform(0, 1, n)
+        first, second = rule.decide(d, a), rule.decide(list(d), list(a))
+        assert first == second
+
+
+def test_invalid_input_and_parameters_raise():
+    rule = StopRule()
+    with pytest.raises(ValueError, match="densities but"):
+        rule.decide([0.1, 0.2], [0.5])
+    with pytest.raises(ValueError, match="fractions"):
+        rule.decide([0.01, 0.02, 0.04, 0.08], [10.0, 50.0, 90.0, 95.0])
+    with pytest.raises(ValueError, match="finite"):
+        rule.decide([0.01, 0.02, 0.04, 0.08], [0.1, float("nan"), 0.9, 0.95])
+    with pytest.raises(ValueError, match="densities must be in"):
+        rule.decide([0.0, 0.02, 0.04, 0.08], [0.1, 0.2, 0.9, 0.95])
+    for bad in ({"tol": 0.0}, {"tol": float("nan")}, {"confirm": -1}, {"min_points": 3}, {"confirm": 1.5}):
+        with pytest.raises(ConfigError):
+            StopRule(**bad)
