@@ -1,0 +1,1 @@
+"""Baselines compared with PWMPR: IMP-C, RigL, PHEW."""
