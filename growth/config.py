@@ -57,6 +57,9 @@ class TrainerConfig:
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
     device: str = "auto"  # auto (cuda when present) | cpu | cuda | cuda:N
+    # Threads for CPU runs; 0 keeps torch's default. Small models run no faster on more threads,
+    # and several runs sharing a machine slow down sharply when each spins on every core.
+    cpu_threads: int = 0
     # Growth rounds train at this lr (constant); null means trainer.lr.
     round_lr: Optional[float] = None
 
@@ -214,6 +217,7 @@ def validate(cfg: DictConfig) -> None:
     check(t.lr > 0, "trainer.lr", "a learning rate above 0")
     check(t.round_lr is None or t.round_lr > 0, "trainer.round_lr", "null or a learning rate above 0")
     check(0 <= t.momentum < 1, "trainer.momentum", "in [0, 1)")
+    check(t.cpu_threads >= 0, "trainer.cpu_threads", "0 (torch's default) or a thread count")
     check(t.weight_decay >= 0, "trainer.weight_decay", "at least 0")
     check(t.gamma > 0, "trainer.gamma", "above 0")
     check(

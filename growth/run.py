@@ -1,0 +1,89 @@
+"""Run one configured job: validate, find its run directory, skip or resume, run the method,
+and always leave a summary whose status says how it ended."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import traceback
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from growth import records
+from growth.config import validate
+from growth.errors import ConfigError, DivergedError
+from growth.methods import METHODS, RunContext, load_methods
+
+log = logging.getLogger("growth")
+
+
+def check_writable(run_dir: Path, root_key: str) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"{root_key}: cannot create or write the run directory {run_dir} ({exc.strerror or exc}); "
+            "choose a writable output.root (or set GROWTH_RESULTS)"
+        ) from None
+
+
+def prepare(cfg: DictConfig) -> tuple[Path, type]:
+    """Everything that can be checked before training: raises ConfigError, writes nothing."""
+    validate(cfg)
+    methods = load_methods()
+    if cfg.method.name not in methods:
+        raise ConfigError(f"method.name={cfg.method.name!r} is unknown: valid are {sorted(methods)}")
+    return records.run_dir_for(cfg), methods[cfg.method.name]
+
+
+def run(cfg: DictConfig) -> dict:
+    run_dir, method_cls = prepare(cfg)
+    summary = records.read_summary(run_dir)
+    if summary and summary.get("status") in records.TERMINAL_STATUSES:
+        log.info("run %s already %s: skipped", run_dir, summary["status"])
+        return {**summary, "skipped": True}
+    check_writable(run_dir, "output.root")
+    with records.RunLock(run_dir):
+        config_path = run_dir / "config.yaml"
+        records.atomic_write_text(config_path, OmegaConf.to_yaml(cfg, resolve=True))
+        ctx = RunContext(cfg, run_dir)
+        method = method_cls(ctx)
+        try:
+            summary = method.run()
+        except DivergedError as exc:
+            return _finish_abnormally(run_dir, cfg, "diverged", str(exc), exc.where)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                _finish_abnormally(run_dir, cfg, "failed", f"no space left on device: {exc}", {})
+            raise
+        except Exception as exc:
+            _finish_abnormally(run_dir, cfg, "failed", f"{type(exc).__name__}: {exc}", {"traceback": traceback.format_exc()})
+            raise
+    summary["run_dir"] = str(run_dir)
+    return summary
+
+
+def _finish_abnormally(run_dir: Path, cfg: DictConfig, status: str, message: str, where: dict) -> dict:
+    previous = records.read_summary(run_dir) or {}
+    summary = {
+        **previous,
+        "method": cfg.method.name,
+        "dataset": cfg.dataset.name,
+        "model": cfg.model.name,
+        "seed": int(cfg.seed),
+        "status": status,
+        "error": message,
+        "where": where,
+        "run_dir": str(run_dir),
+    }
+    try:
+        records.atomic_write_json(run_dir / "summary.json", summary)
+    except OSError as exc:  # e.g. the disk is full: the last complete summary stays readable
+        log.error("could not write %s: %s", run_dir / "summary.json", exc)
+    log.error("run %s %s: %s", run_dir, status, message)
+    return summary

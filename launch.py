@@ -1,0 +1,54 @@
+"""Entry point: `python launch.py [overrides]` runs one job; `-m` runs a Hydra multirun sweep.
+
+With no arguments it runs the embedded default: PWMPR on scikit-learn's digits with a small MLP.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from growth.config import register_configs
+from growth.errors import ConfigError
+
+register_configs()
+
+
+def format_summary(summary: dict) -> str:
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.2f}%"
+
+    if summary.get("status") != "finished":
+        return f"run {summary.get('status')}: {summary.get('error', '')}\n  run directory: {summary.get('run_dir')}"
+    cost = summary.get("cost") or {}
+    lines = [
+        f"{summary['method']} on {summary['dataset']}/{summary['model']} (seed {summary['seed']})"
+        + ("  [already finished: skipped]" if summary.get("skipped") else ""),
+        f"  seed density        {pct(summary.get('seed_density'))}",
+        f"  discovered density  {pct(summary.get('discovered_density'))}  after {summary.get('rounds')} rounds ({summary.get('stop_reason')})",
+        f"  proxy accuracy      {pct(summary.get('proxy_accuracy'))}  (validation, after the round)",
+        f"  test accuracy       {pct(summary.get('test_accuracy'))}  (after extensive training)",
+    ]
+    if cost.get("epochs") is not None:
+        lines.append(f"  cost                {cost['epochs']:.2f} dense runs, {cost['flops']:.3g} FLOPs, {cost['seconds']:.1f} s")
+    lines.append(f"  run directory       {summary.get('run_dir')}")
+    return "\n".join(lines)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> dict:
+    from growth.run import run
+
+    try:
+        summary = run(cfg)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(format_summary(summary), flush=True)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from growth.config import register_configs
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+register_configs()
+
+# Small, fast settings for end-to-end runs on the embedded default.
+FAST = [
+    "trainer.epochs=6",
+    "growth.timing.epochs=1",
+    "growth.max_rounds=5",
+    "growth.stop.rule=none",
+    "model.hidden=[32,32]",
+    "output.progress=false",
+]
+
+
+def compose_cfg(overrides=(), tmp_path=None):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        extra = [f"output.root={tmp_path}"] if tmp_path is not None else []
+        return compose(config_name="config", overrides=[*extra, *overrides])
+
+
+@pytest.fixture
+def make_cfg(tmp_path):
+    def make(*overrides, fast=True):
+        return compose_cfg([*(FAST if fast else []), *overrides], tmp_path=tmp_path / "results")
+
+    return make
+
+
+def shared_data_dir() -> Path | None:
+    """../shared/data beside the repository; loud in CI when missing."""
+    path = REPO.parent / "shared" / "data"
+    if path.is_dir():
+        return path
+    if os.environ.get("CI"):
+        raise RuntimeError(f"CI is set but the shared datasets are missing at {path}")
+    return None
+
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", help="also run the slow end-to-end tests (CI does)")
+
+
+def pytest_collection_modifyitems(config, items):
+    # Slow tests are deselected (not skipped) without --slow, so a skip never reads as a pass.
+    if config.getoption("--slow"):
+        return
+    kept = [item for item in items if "slow" not in item.keywords]
+    deselected = [item for item in items if "slow" in item.keywords]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
