@@ -93,3 +93,19 @@ def test_unwritable_output_root_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as err:
         check_writable(blocker / "run", "output.root")
     assert "output.root" in str(err.value)
+
+
+@pytest.mark.slow
+def test_launch_rejects_bad_values_before_writing_anything(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "launch.py"), f"output.root={tmp_path}", "growth.growth_ratio=1.0", "growth.temperature=0"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "growth.growth_ratio" in proc.stderr and "growth.temperature" in proc.stderr
+    assert not list(tmp_path.glob("pwmpr-*")), "no run directory may be created for a rejected config"
