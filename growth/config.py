@@ -148,10 +148,16 @@ class Config:
 
 
 def register_configs() -> None:
+    from growth.data import register_dataset_schemas
+    from growth.models import register_model_schemas
+
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
     cs.store(group="model", name="mlp_schema", node=MLPConfig)
+    # Options with settings of their own register a schema (a subclass of the group's base).
+    register_dataset_schemas(cs)
+    register_model_schemas(cs)
     cs.store(group="method", name="method_schema", node=MethodConfig)
     cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)

@@ -70,6 +70,10 @@ def load_digits(cfg) -> DatasetSplits:
 DATASETS: dict[str, Callable[..., DatasetSplits]] = {"digits": load_digits}
 
 
+def register_dataset_schemas(cs) -> None:
+    """Store the schema of every dataset option that has settings beyond DatasetConfig."""
+
+
 def build_dataset(cfg) -> DatasetSplits:
     try:
         loader = DATASETS[cfg.name]

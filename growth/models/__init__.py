@@ -17,6 +17,10 @@ def build_mlp(cfg, input_shape, num_classes) -> nn.Module:
 MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": build_mlp}
 
 
+def register_model_schemas(cs) -> None:
+    """Store the schema of every model option (a subclass of growth.config.ModelConfig)."""
+
+
 def build_model(cfg, input_shape, num_classes) -> nn.Module:
     try:
         builder = MODELS[cfg.name]
