@@ -82,6 +82,9 @@ class StopConfig:
     tol: float = 0.005
     confirm: int = 3
     min_points: int = 4
+    # Record the discovered density where the rule first fires but keep growing to
+    # growth.max_density / growth.max_rounds (a full performance-density curve, as in a study).
+    keep_growing: bool = False
 
 
 @dataclass

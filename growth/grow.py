@@ -17,11 +17,11 @@ from torch import nn
 from growth import records
 from growth.errors import DivergedError
 from growth.masks import Masks, count_active, count_total, density, growable_parameters, layer_densities
-from growth.methods import RunContext, register_method
+from growth.methods import MethodRun, RunContext, register_method
 from growth.sampling import sample_without_replacement, topk_indices, uniform_without_replacement
 from growth.scores import pwmp_scores
 from growth.stopping import StopRule
-from growth.train import Callback, Engine, lr_at, make_optimizer, set_lr
+from growth.train import Callback, Engine
 
 # ------------------------------------------------------------------ grow scores
 
@@ -199,95 +199,41 @@ class AdaptiveRoundTimer(Callback):
 
 # ------------------------------------------------------------------ the growth run
 
-def _rng_state(gens: Mapping[str, torch.Generator]) -> dict:
-    return {"torch": torch.get_rng_state(), **{k: g.get_state() for k, g in gens.items()}}
-
-
-def _set_rng_state(gens: Mapping[str, torch.Generator], state: Mapping) -> None:
-    torch.set_rng_state(state["torch"])
-    for k, g in gens.items():
-        g.set_state(state[k])
-
-
 @register_method("pwmpr", "pwmp", "rg", "gg")
-class GrowthRun:
+class GrowthRun(MethodRun):
     def __init__(self, ctx: RunContext):
-        self.ctx = ctx
-        self.cfg = ctx.cfg
-        self.run_dir = ctx.run_dir
+        super().__init__(ctx)
         self.score_fn = GROW_SCORES[self.cfg.method.score]
-        self.stop_rule = StopRule(
-            tol=self.cfg.growth.stop.tol, confirm=self.cfg.growth.stop.confirm, min_points=self.cfg.growth.stop.min_points
-        )
+        stop = self.cfg.growth.stop
+        self.stop_rule = StopRule(tol=stop.tol, confirm=stop.confirm, min_points=stop.min_points)
+        self.timer = AdaptiveRoundTimer(self.cfg.growth.timing) if self.cfg.growth.timing.mode == "adaptive" else None
+        self.round = 0
 
-    # ---------------------------------------------------------------- state
-
-    def _fresh_state(self) -> dict:
-        cfg, ctx = self.cfg, self.ctx
-        self.model = ctx.build_model()
-        records.atomic_torch_save({n: t.cpu() for n, t in self.model.state_dict().items()}, self.run_dir / "snapshots" / "init.pt")
-        builder = SEED_BUILDERS[cfg.growth.seed_builder]
-        masks = builder(self.model, cfg.growth.seed_density, self.gens["grow"], ctx.example_input)
-        if cfg.growth.seed_rescale == "fan_in":
+    def initial_state(self) -> dict:
+        g = self.cfg.growth
+        masks = SEED_BUILDERS[g.seed_builder](self.model, g.seed_density, self.gens["grow"], self.ctx.example_input)
+        if g.seed_rescale == "fan_in":
             rescale_fan_in(self.model, masks)
-        return {"phase": "growth", "round": 0, "masks": masks, "rounds": [], "snapshots": [], "extensive": {}}
+        self.masks = masks
+        return {"phase": "growth", "round": 0, "rounds": [], "snapshots": [], "discovered_round": None, "stop_reason": None}
 
-    def _checkpoint(self) -> None:
-        self.ledger.add_seconds(self.ctx.elapsed())
-        state = {
-            "version": 1,
-            "phase": self.state["phase"],
-            "round": self.state["round"],
-            "masks": {n: m.cpu() for n, m in self.masks.items()},
-            "model": {n: t.cpu() for n, t in self.model.state_dict().items()},
-            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
-            "rng": _rng_state(self.gens),
-            "ledger": self.ledger.state_dict(),
-            "rounds": self.state["rounds"],
-            "snapshots": self.state["snapshots"],
-            "extensive": self.state["extensive"],
-            "discovered_round": self.state.get("discovered_round"),
-            "stop_reason": self.state.get("stop_reason"),
-        }
-        self.ctx.save_checkpoint(state)
-        self.write_records(status="running")
-
-    # ---------------------------------------------------------------- run
-
-    def run(self) -> dict:
-        cfg, ctx = self.cfg, self.ctx
-        self.gens = {"data": ctx.generator("data"), "grow": ctx.generator("grow")}
-        saved = ctx.load_checkpoint()
-        if saved is None:
-            self.state = self._fresh_state()
-        else:
-            self.model = ctx.build_model()
-            self.model.load_state_dict(saved["model"])
-            self.state = saved
-            ctx.progress(f"resuming {self.run_dir} at phase {saved['phase']}, round {saved['round']}")
-        self.masks = {n: m.to(ctx.device) for n, m in self.state["masks"].items()}
-        self.ledger = ctx.new_ledger(self.model)
-        self.timer = AdaptiveRoundTimer(cfg.growth.timing) if cfg.growth.timing.mode == "adaptive" else None
-        self.engine = Engine(self.model, ctx.data, cfg.trainer, self.ledger, self.gens["data"], callbacks=[self.timer] if self.timer else [])
-        self.optimizer = make_optimizer(cfg.trainer, self.model, cfg.trainer.round_lr or cfg.trainer.lr)
-        if saved is not None:
-            self.ledger.load_state_dict(saved["ledger"])
-            if saved["optimizer"] is not None and saved["phase"] == "growth":
-                self.optimizer.load_state_dict(saved["optimizer"])
-            _set_rng_state(self.gens, saved["rng"])
-        self.ledger.set_phase("growth")
-        self.engine.set_masks(self.masks, self.optimizer)
-        self.round = self.state["round"]
-        ctx.elapsed()
+    def execute(self) -> None:
+        if self.state["phase"] == "growth":
+            self.new_optimizer(self.cfg.trainer.round_lr or self.cfg.trainer.lr, resume=True)
+            self.engine.set_masks(self.masks, self.optimizer)
+            self.engine.callbacks = [self.timer] if self.timer else []
         while self.state["phase"] == "growth":
             self.growth_round()
-        if self.state["phase"] == "extensive":
-            self.extensive_training(saved if saved is not None and saved["phase"] == "extensive" else None)
-        return self.write_records(status="finished")
+        self.engine.callbacks = []
+        for r in self.state["extensive_queue"]:
+            self.train_snapshot(r)
+
+    # ---------------------------------------------------------------- growth rounds
 
     def growth_round(self) -> None:
         cfg, ctx, engine, r = self.cfg, self.ctx, self.engine, self.state["round"]
         self.round = r
+        self.ledger.set_phase("growth")
         engine.context = {"phase": "growth", "round": r}
         epochs_cap = cfg.growth.timing.max_epochs if self.timer else cfg.growth.timing.epochs
         if self.timer:
@@ -321,17 +267,20 @@ class GrowthRun:
         row.update({f"layer_density:{n}": v for n, v in layer_densities(self.masks).items()})
         self.save_snapshot(r, d)
         history = self.state["rounds"] + [row]
-        stop_reason = None
         # The fit is recorded for every round, so a run without the rule can still be audited.
         decision = self.stop_rule.decide([h["density"] for h in history], [h["proxy_accuracy"] for h in history])
         row.update(decision.as_record())
-        if cfg.growth.stop.rule == "logistic":
-            if decision.stop:
-                stop_reason = f"logistic fit: {decision.reason}"
+        rule_fired = cfg.growth.stop.rule == "logistic" and decision.stop
+        if rule_fired and self.state["discovered_round"] is None:
+            self.state["discovered_round"] = r
+            self.state["stop_reason"] = f"logistic fit: {decision.reason}"
         n_new = edges_to_grow(self.masks, cfg.growth.growth_ratio, cfg.growth.max_density)
-        if stop_reason is None and n_new == 0:
+        stop_reason = None
+        if rule_fired and not cfg.growth.stop.keep_growing:
+            stop_reason = self.state["stop_reason"]
+        elif n_new == 0:
             stop_reason = f"reached growth.max_density={cfg.growth.max_density}"
-        if stop_reason is None and r + 1 >= cfg.growth.max_rounds:
+        elif r + 1 >= cfg.growth.max_rounds:
             stop_reason = f"reached growth.max_rounds={cfg.growth.max_rounds}"
         row["stop"] = stop_reason is not None
         row["stop_reason"] = stop_reason or ""
@@ -343,20 +292,22 @@ class GrowthRun:
             row["grown"], row["grown_zero_score"] = self.grow(n_new)
             self.state["round"] = r + 1
         else:
-            self.state.update(phase="extensive", discovered_round=r, stop_reason=stop_reason)
-            self.state["extensive"] = {"queue": self.extensive_queue(r), "done": []}
+            if self.state["discovered_round"] is None:
+                self.state["discovered_round"] = r
+                self.state["stop_reason"] = stop_reason
+            self.state["phase"] = "extensive"
+            self.state["extensive_queue"] = self.extensive_queue()
         self.state["rounds"] = history
-        self._checkpoint()
+        self.checkpoint()
 
     def grow(self, n_new: int) -> tuple[int, int]:
         scores = self.score_fn(self, self.masks)
         new_masks, zero_filled = grow_masks(
             self.masks, scores, n_new, self.cfg.method.selection, self.cfg.growth.temperature, self.gens["grow"]
         )
-        # New edges start at weight 0 with zero optimizer state (set_masks keeps absent ones at 0,
-        # and a newly present edge was absent, so its weight and state are already 0).
-        self.masks = new_masks
-        self.engine.set_masks(self.masks, self.optimizer)
+        # New edges start at weight 0 with zero optimizer state: they were absent, and absent
+        # weights and their state are kept at exactly 0.
+        self.set_masks(new_masks)
         return n_new, zero_filled
 
     def save_snapshot(self, r: int, d: float) -> None:
@@ -374,114 +325,75 @@ class GrowthRun:
             {"round": r, "density": d, "path": str(path.relative_to(self.run_dir))}
         ]
 
-    def extensive_queue(self, discovered_round: int) -> list[int]:
+    def extensive_queue(self) -> list[int]:
         which = self.cfg.extensive.which
         if which == "none":
             return []
         if which == "all":
             return [s["round"] for s in self.state["snapshots"]]
-        return [discovered_round]
+        return [self.state["discovered_round"]]
 
     # ---------------------------------------------------------------- extensive training
 
-    def extensive_training(self, saved: dict | None) -> None:
-        ext = self.state["extensive"]
-        while ext["queue"]:
-            r = ext["queue"][0]
-            resume = saved if (saved is not None and ext.get("current") == r) else None
-            self.train_snapshot(r, resume)
-            saved = None
+    def train_snapshot(self, r: int) -> None:
+        cfg, ctx = self.cfg, self.ctx
+        key = f"extensive:{r}"
 
-    def train_snapshot(self, r: int, saved: dict | None) -> None:
-        cfg, ctx, ext = self.cfg, self.ctx, self.state["extensive"]
-        snap = torch.load(self.run_dir / "snapshots" / f"round_{r:03d}.pt", map_location="cpu", weights_only=True)
-        phase = f"extensive:{r}"
-        model = self.model
-        start_epoch = 0
-        if saved is not None:
-            model.load_state_dict(saved["model"])
-            start_epoch = int(ext["epoch"])
-        elif cfg.extensive.init == "continue":
-            model.load_state_dict(snap["model"])
-        elif cfg.extensive.init == "rewind":
-            model.load_state_dict(torch.load(self.run_dir / "snapshots" / "init.pt", map_location="cpu", weights_only=True))
-        else:  # reinit: fresh weights from a seed of their own
-            fresh = ctx.build_model(init_seed=int(cfg.seed) * 1_000_003 + 7919 + r)
-            model.load_state_dict(fresh.state_dict())
-        self.masks = {n: m.to(ctx.device) for n, m in snap["masks"].items()}
-        self.optimizer = make_optimizer(cfg.trainer, model, cfg.trainer.lr)
-        if saved is not None:
-            self.optimizer.load_state_dict(saved["optimizer"])
-        self.ledger.set_phase(phase)
-        self.engine.callbacks = []  # adaptive round timing is a growth-phase concern
-        self.engine.set_masks(self.masks, self.optimizer)
-        ext["current"] = r
-        for epoch in range(start_epoch, cfg.trainer.epochs):
-            self.engine.context = {"phase": "extensive", "round": r, "epoch": epoch}
-            set_lr(self.optimizer, lr_at(cfg.trainer, epoch))
-            result = self.engine.train_epoch(self.optimizer)
-            ext["epoch"] = epoch + 1
-            if epoch + 1 < cfg.trainer.epochs:
-                if (epoch + 1) % max(1, cfg.trainer.epochs // 10) == 0:
-                    ctx.progress(f"extensive r{r} epoch {epoch + 1}/{cfg.trainer.epochs}  loss {result.mean_loss:.4f}")
-                self._checkpoint()
-        val, test = self.engine.evaluate("val"), self.engine.evaluate("test")
-        growth_cost = next(h for h in self.state["rounds"] if h["round"] == r)
-        own = self.ledger.totals([phase])
-        ext["done"] = [d for d in ext["done"] if d["round"] != r] + [
+        def setup() -> None:
+            snap = torch.load(self.run_dir / "snapshots" / f"round_{r:03d}.pt", map_location="cpu", weights_only=True)
+            if cfg.extensive.init == "continue":
+                self.model.load_state_dict(snap["model"])
+            elif cfg.extensive.init == "rewind":
+                init = torch.load(self.run_dir / "snapshots" / "init.pt", map_location="cpu", weights_only=True)
+                self.model.load_state_dict(init)
+            else:  # reinit: fresh weights from a seed of their own
+                fresh = ctx.build_model(init_seed=int(cfg.seed) * 1_000_003 + 7919 + r)
+                self.model.load_state_dict(fresh.state_dict())
+            self.masks = {n: m.to(ctx.device) for n, m in snap["masks"].items()}
+
+        done_before = self.state["progress"].get(key, {}).get("result") is not None
+        result = self.train_fixed(key, cfg.trainer.epochs, setup, label=f"extensive r{r}")
+        if done_before:
+            return
+        growth_row = next(h for h in self.state["rounds"] if h["round"] == r)
+        self.add_curve_point(
             {
+                "point": key,
                 "round": r,
-                "density": snap["density"],
-                "val_accuracy": val["accuracy"],
-                "test_accuracy": test["accuracy"],
-                "test_loss": test["loss"],
-                "extensive_cost_epochs": own["cost_epochs"],
-                "cost_epochs": growth_cost["cost_epochs"] + own["cost_epochs"],
-                "cost_flops": growth_cost["cost_flops"] + own["cost_flops"],
-                "wall_seconds": growth_cost["wall_seconds"] + own["seconds"],
+                "density": growth_row["density"],
+                **result,
+                "extensive_cost_epochs": self.ledger.totals([key])["cost_epochs"],
+                **self.point_cost([key], base=growth_row),
             }
-        ]
-        ctx.progress(f"extensive r{r}  density {100 * snap['density']:.3f}%  test acc {test['accuracy']:.4f}")
-        ext["queue"] = ext["queue"][1:]
-        ext.pop("current", None)
-        ext["epoch"] = 0
-        if not ext["queue"]:
-            self.state["phase"] = "done"
-        self._checkpoint()
+        )
+        ctx.progress(f"extensive r{r}  density {100 * growth_row['density']:.3f}%  test acc {result['test_accuracy']:.4f}")
+        self.checkpoint()
 
     # ---------------------------------------------------------------- records
 
     def write_records(self, status: str) -> dict:
-        cfg, state = self.cfg, self.state
-        records.atomic_write_csv(self.run_dir / "rounds.csv", state["rounds"])
-        curve = sorted(state["extensive"].get("done", []), key=lambda c: c["density"])
-        records.atomic_write_csv(self.run_dir / "curve.csv", curve)
+        records.atomic_write_csv(self.run_dir / "rounds.csv", self.state["rounds"])
+        return super().write_records(status)
+
+    def summary_fields(self) -> dict:
+        state = self.state
         disc = state.get("discovered_round")
         disc_row = next((h for h in state["rounds"] if h["round"] == disc), None)
-        disc_curve = next((c for c in curve if c["round"] == disc), None)
-        totals = self.ledger.totals()
-        summary = {
-            "method": cfg.method.name,
-            "dataset": cfg.dataset.name,
-            "model": cfg.model.name,
-            "seed": int(cfg.seed),
-            "status": status,
+        disc_point = next((c for c in state["curve"] if c["round"] == disc), None)
+        growth = self.ledger.totals(["growth"])
+        return {
             "seed_density": state["rounds"][0]["density"] if state["rounds"] else None,
             "discovered_density": disc_row["density"] if disc_row else None,
             "discovered_round": disc,
             "rounds": len(state["rounds"]),
             "stop_reason": state.get("stop_reason"),
             "proxy_accuracy": disc_row["proxy_accuracy"] if disc_row else None,
-            "val_accuracy": disc_curve["val_accuracy"] if disc_curve else None,
-            "test_accuracy": disc_curve["test_accuracy"] if disc_curve else None,
+            "val_accuracy": disc_point["val_accuracy"] if disc_point else None,
+            "test_accuracy": disc_point["test_accuracy"] if disc_point else None,
             "cost": {
-                "epochs": disc_curve["cost_epochs"] if disc_curve else None,
-                "flops": disc_curve["cost_flops"] if disc_curve else None,
-                "seconds": disc_curve["wall_seconds"] if disc_curve else None,
+                "epochs": disc_point["cost_epochs"] if disc_point else None,
+                "flops": disc_point["cost_flops"] if disc_point else None,
+                "seconds": disc_point["wall_seconds"] if disc_point else None,
             },
-            "growth_cost": {k: self.ledger.totals(["growth"])[k] for k in ("cost_epochs", "cost_flops", "steps", "seconds")},
-            "total_cost": {k: totals[k] for k in ("cost_epochs", "cost_flops", "steps", "samples", "seconds")},
-            "dense_run_flops": self.ledger.dense_run_flops(),
+            "growth_cost": {k: growth[k] for k in ("cost_epochs", "cost_flops", "steps", "seconds")},
         }
-        records.atomic_write_json(self.run_dir / "summary.json", summary)
-        return summary

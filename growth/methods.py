@@ -93,3 +93,173 @@ class RunContext:
 
     def load_checkpoint(self) -> dict | None:
         return records.load_checkpoint(self.run_dir)
+
+
+# ---------------------------------------------------------------- the base of every method
+
+def _rng_state(gens) -> dict:
+    return {"torch": torch.get_rng_state(), **{k: g.get_state() for k, g in gens.items()}}
+
+
+def _set_rng_state(gens, state) -> None:
+    torch.set_rng_state(state["torch"])
+    for k, g in gens.items():
+        g.set_state(state[k])
+
+
+class MethodRun:
+    """What every method shares: random streams, model, ledger, engine, checkpoint and resume,
+    resumable fixed-length training, and the records (curve.csv, summary.json).
+
+    A subclass sets up its first state in :meth:`initial_state` and does its work in
+    :meth:`execute`, keeping everything it needs to resume in ``self.state`` (plain data and
+    tensors) and calling :meth:`checkpoint` at its boundaries.
+    """
+
+    def __init__(self, ctx: RunContext):
+        from growth.train import Engine
+
+        self.ctx = ctx
+        self.cfg = ctx.cfg
+        self.run_dir = ctx.run_dir
+        self.gens = {"data": ctx.generator("data"), "grow": ctx.generator("grow")}
+        self.model = ctx.build_model()
+        self.ledger = ctx.new_ledger(self.model)
+        self.masks = None
+        self.optimizer = None
+        self._saved_optimizer = None
+        self.engine = Engine(self.model, ctx.data, self.cfg.trainer, self.ledger, self.gens["data"])
+
+    # ------------------------------------------------------------ for subclasses
+
+    def initial_state(self) -> dict:
+        return {}
+
+    def execute(self) -> None:
+        raise NotImplementedError
+
+    def summary_fields(self) -> dict:
+        return {}
+
+    # ------------------------------------------------------------ driver
+
+    def run(self) -> dict:
+        saved = self.ctx.load_checkpoint()
+        if saved is None:
+            records.atomic_torch_save(
+                {n: t.cpu() for n, t in self.model.state_dict().items()}, self.run_dir / "snapshots" / "init.pt"
+            )
+            self.state = {"curve": [], "progress": {}, **self.initial_state()}
+        else:
+            self.model.load_state_dict(saved["model"])
+            self.state = saved["state"]
+            self.masks = {n: m.to(self.ctx.device) for n, m in saved["masks"].items()} if saved["masks"] is not None else None
+            self.ledger.load_state_dict(saved["ledger"])
+            _set_rng_state(self.gens, saved["rng"])
+            self._saved_optimizer = saved["optimizer"]
+            self.ctx.progress(f"resuming {self.run_dir}")
+        self.engine.set_masks(self.masks)
+        self.ctx.elapsed()
+        self.execute()
+        return self.write_records("finished")
+
+    def checkpoint(self) -> None:
+        self.ledger.add_seconds(self.ctx.elapsed())
+        self.ctx.save_checkpoint(
+            {
+                "version": 2,
+                "state": self.state,
+                "model": {n: t.cpu() for n, t in self.model.state_dict().items()},
+                "masks": {n: m.cpu() for n, m in self.masks.items()} if self.masks is not None else None,
+                "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+                "rng": _rng_state(self.gens),
+                "ledger": self.ledger.state_dict(),
+            }
+        )
+        self.write_records("running")
+
+    def new_optimizer(self, lr: float, resume: bool):
+        """A fresh optimizer, or the checkpointed one when resuming the training it belonged to."""
+        from growth.train import make_optimizer
+
+        self.optimizer = make_optimizer(self.cfg.trainer, self.model, lr)
+        if resume and self._saved_optimizer is not None:
+            self.optimizer.load_state_dict(self._saved_optimizer)
+        self._saved_optimizer = None
+        return self.optimizer
+
+    def set_masks(self, masks) -> None:
+        self.masks = masks
+        self.engine.set_masks(masks, self.optimizer)
+
+    def train_fixed(self, key: str, epochs: int, setup: Callable[[], None] | None = None, callbacks=(), label: str = "") -> dict:
+        """Train `epochs` epochs with the full schedule's shape stretched to that length,
+        checkpointing after every epoch; resumable mid-way. Returns validation and test metrics.
+
+        `setup` (weights, masks) runs only when this training starts from its first epoch.
+        """
+        from growth.train import lr_at, set_lr
+
+        cfg = self.cfg
+        prog = self.state["progress"].setdefault(key, {"epoch": 0, "result": None})
+        if prog["result"] is not None:
+            return prog["result"]
+        resume = prog["epoch"] > 0
+        if not resume and setup is not None:
+            setup()
+        self.ledger.set_phase(key)
+        self.new_optimizer(cfg.trainer.lr, resume)
+        self.engine.set_masks(self.masks, self.optimizer)
+        self.engine.callbacks = list(callbacks)
+        report_every = max(1, epochs // 10)
+        for epoch in range(prog["epoch"], epochs):
+            self.engine.context = {"phase": key, "epoch": epoch}
+            set_lr(self.optimizer, lr_at(cfg.trainer, epoch, total_epochs=epochs))
+            result = self.engine.train_epoch(self.optimizer)
+            prog["epoch"] = epoch + 1
+            if (epoch + 1) % report_every == 0 and epoch + 1 < epochs:
+                self.ctx.progress(f"{label or key} epoch {epoch + 1}/{epochs}  loss {result.mean_loss:.4f}")
+            if epoch + 1 < epochs:
+                self.checkpoint()
+        self.engine.callbacks = []
+        val, test = self.engine.evaluate("val"), self.engine.evaluate("test")
+        prog["result"] = {"val_accuracy": val["accuracy"], "test_accuracy": test["accuracy"], "test_loss": test["loss"]}
+        return prog["result"]
+
+    def add_curve_point(self, point: dict) -> None:
+        self.state["curve"] = [c for c in self.state["curve"] if c.get("point") != point.get("point")] + [point]
+
+    # ------------------------------------------------------------ records
+
+    def write_records(self, status: str) -> dict:
+        cfg = self.cfg
+        curve = sorted(self.state["curve"], key=lambda c: c["density"])
+        records.atomic_write_csv(self.run_dir / "curve.csv", curve)
+        totals = self.ledger.totals()
+        summary = {
+            "method": cfg.method.name,
+            "dataset": cfg.dataset.name,
+            "model": cfg.model.name,
+            "seed": int(cfg.seed),
+            "status": status,
+            "seed_density": None,
+            "discovered_density": None,
+            "test_accuracy": None,
+            "cost": {"epochs": None, "flops": None, "seconds": None},
+            "total_cost": {k: totals[k] for k in ("cost_epochs", "cost_flops", "steps", "samples", "seconds")},
+            "dense_run_flops": self.ledger.dense_run_flops(),
+            "budget": dict(self.ledger.budget),
+        }
+        summary.update(self.summary_fields())
+        records.atomic_write_json(self.run_dir / "summary.json", summary)
+        return summary
+
+    def point_cost(self, phases: list[str], base: dict | None = None) -> dict:
+        """Cost of a curve point: the given ledger phases plus an earlier cumulative cost."""
+        own = self.ledger.totals(phases)
+        base = base or {}
+        return {
+            "cost_epochs": base.get("cost_epochs", 0.0) + own["cost_epochs"],
+            "cost_flops": base.get("cost_flops", 0.0) + own["cost_flops"],
+            "wall_seconds": base.get("wall_seconds", 0.0) + own["seconds"],
+        }

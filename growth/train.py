@@ -48,14 +48,16 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def lr_at(cfg, epoch: int, base_lr: float | None = None) -> float:
-    """Learning rate of the full schedule at the start of `epoch` (0-based); stateless, so resumable."""
-    lr = cfg.lr if base_lr is None else base_lr
+def lr_at(cfg, epoch: int, total_epochs: int | None = None) -> float:
+    """Learning rate at the start of `epoch` (0-based) of a schedule of `total_epochs` epochs
+    (default: the full schedule); stateless, so resumable. A schedule of another length keeps
+    the full schedule's shape: cosine over its own length, step milestones scaled."""
+    total = cfg.epochs if total_epochs is None else total_epochs
     if cfg.schedule == "cosine":
-        return 0.5 * lr * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
+        return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * epoch / total))
     if cfg.schedule == "step":
-        return lr * cfg.gamma ** sum(1 for m in cfg.milestones if epoch >= m)
-    return lr
+        return cfg.lr * cfg.gamma ** sum(1 for m in cfg.milestones if epoch >= m * total / cfg.epochs)
+    return cfg.lr
 
 
 def make_optimizer(cfg, model: nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -128,9 +130,11 @@ class Engine:
             optimizer.zero_grad(set_to_none=True)
             loss = self.loss_fn(model(x), y)
             loss.backward()
+            # Hooks see the dense gradient (RigL grows by it); absent entries are zeroed after.
+            self.fire("after_backward")
+            masks = self.masks
             if masks is not None:
                 mask_gradients(model, masks)
-            self.fire("after_backward")
             optimizer.step()
             if masks is not None:
                 apply_masks(model, masks)

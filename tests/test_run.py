@@ -131,7 +131,7 @@ def test_killed_run_resumes_to_identical_records(tmp_path):
     victim.wait()
     state = json.loads((run_dir / "summary.json").read_text())["status"]
     assert state == "running", "the kill must land before the run finished"
-    killed_at = load_checkpoint(run_dir)["round"]
+    killed_at = load_checkpoint(run_dir)["state"]["round"]
 
     resumed = _launch(tmp_path / "kill", *overrides, "output.progress=true")
     out = resumed.communicate(timeout=300)[0]
