@@ -25,12 +25,23 @@ def format_summary(summary: dict) -> str:
     cost = summary.get("cost") or {}
     lines = [
         f"{summary['method']} on {summary['dataset']}/{summary['model']} (seed {summary['seed']})"
-        + ("  [already finished: skipped]" if summary.get("skipped") else ""),
-        f"  seed density        {pct(summary.get('seed_density'))}",
-        f"  discovered density  {pct(summary.get('discovered_density'))}  after {summary.get('rounds')} rounds ({summary.get('stop_reason')})",
-        f"  proxy accuracy      {pct(summary.get('proxy_accuracy'))}  (validation, after the round)",
-        f"  test accuracy       {pct(summary.get('test_accuracy'))}  (after extensive training)",
+        + ("  [already finished: skipped]" if summary.get("skipped") else "")
     ]
+    if summary.get("discovered_density") is not None:
+        lines += [
+            f"  seed density        {pct(summary.get('seed_density'))}",
+            f"  discovered density  {pct(summary.get('discovered_density'))}  after {summary.get('rounds')} rounds ({summary.get('stop_reason')})",
+            f"  proxy accuracy      {pct(summary.get('proxy_accuracy'))}  (validation, after the round)",
+            f"  test accuracy       {pct(summary.get('test_accuracy'))}  (after extensive training)",
+        ]
+    else:
+        lines += [
+            f"  density             {pct(summary.get('density'))}" + (f"  (after {summary['levels']} levels)" if summary.get("levels") else ""),
+            f"  test accuracy       {pct(summary.get('test_accuracy'))}",
+        ]
+    budget = summary.get("budget") or {}
+    if budget.get("match"):
+        lines.append(f"  budget              {budget['used_epochs']} epochs, matched to {budget['match']} ({budget['given_epochs']:.2f} given)")
     if cost.get("epochs") is not None:
         lines.append(f"  cost                {cost['epochs']:.2f} dense runs, {cost['flops']:.3g} FLOPs, {cost['seconds']:.1f} s")
     lines.append(f"  run directory       {summary.get('run_dir')}")
@@ -42,12 +53,29 @@ def main(cfg: DictConfig) -> dict:
     from growth.run import run
 
     try:
+        if cfg.study.name is not None:
+            return run_study(cfg)
         summary = run(cfg)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     print(format_summary(summary), flush=True)
     return summary
+
+
+def run_study(cfg: DictConfig) -> list:
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+
+    from growth.config import validate
+    from growth.study import Study, study_table
+
+    validate(cfg)
+    study = Study(cfg, lambda overrides: compose(config_name="config", overrides=overrides), HydraConfig.get().overrides.task)
+    jobs = study.run()
+    print(f"study {cfg.study.name}: {len(jobs)} runs, records in {study.dir}")
+    print(study_table(jobs, cfg.study.reference), flush=True)
+    return jobs
 
 
 if __name__ == "__main__":

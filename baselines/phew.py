@@ -23,7 +23,9 @@ import numbers
 import torch
 from torch import nn
 
+from growth.fixed import FixedDensityRun
 from growth.masks import Masks, growable_parameters
+from growth.methods import register_method
 from growth.topology import LayerGraph, layer_graph
 
 _MIN_PAIRS = 64
@@ -224,3 +226,14 @@ def phew_masks(model: nn.Module, density: float, generator: torch.Generator, exa
         p = params[name]
         masks[name] = active[start:start + numel].reshape(p.shape).to(p.device)
     return {name: masks[name] for name in params}
+
+
+# ---------------------------------------------------------------- the PHEW baseline run
+
+
+@register_method("phew")
+class PhewRun(FixedDensityRun):
+    """PHEW masks at `method.density` on the initial weights, then training."""
+
+    def build_masks(self) -> Masks:
+        return phew_masks(self.model, self.cfg.method.density, self.gens["grow"], self.ctx.example_input)

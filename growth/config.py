@@ -115,10 +115,59 @@ class ExtensiveConfig:
 @dataclass
 class MethodConfig:
     name: str = MISSING
+
+
+@dataclass
+class GrowthMethodConfig(MethodConfig):
     # Score over absent edges used to grow: pwmp | random | gradient.
     score: str = "pwmp"
     # sample: proportional to score^(1/temperature), without replacement; topk: the k best.
     selection: str = "sample"
+
+
+@dataclass
+class FixedDensityConfig(MethodConfig):
+    # Fraction of growable edges kept throughout training.
+    density: float = 0.1
+    # fan_in: scale each unit's surviving incoming weights by sqrt(fan_in / active fan_in), as
+    # for growth seeds, so sparse baselines start with the dense initialisation's scale; none.
+    rescale: str = "fan_in"
+
+
+@dataclass
+class RiglConfig(FixedDensityConfig):
+    # erk: Erdos-Renyi-Kernel layer densities; uniform: every layer at `density`.
+    distribution: str = "erk"
+    delta_t: int = 100  # optimizer steps between mask updates
+    drop_fraction: float = 0.3  # at the first update, decayed by a cosine to 0 at t_end
+    t_end: float = 0.75  # fraction of training after which the mask is frozen
+
+
+@dataclass
+class ImpConfig(MethodConfig):
+    prune_fraction: float = 0.2  # of the remaining weights, per level
+    min_density: float = 0.01
+    # Epochs of training after each pruning; null means a quarter of trainer.epochs.
+    level_epochs: Optional[int] = None
+    # global: one magnitude threshold over all layers; layer: prune each layer by the fraction.
+    scope: str = "global"
+    # none: continue from the pruned weights (IMP-C); init: rewind to the initial weights;
+    # epoch: rewind to the weights after `rewind_epoch` epochs of the dense training.
+    rewind: str = "none"
+    rewind_epoch: int = 1
+
+
+@dataclass
+class BudgetConfig:
+    # Take a fixed-density run's length from a finished reference run of this method (same
+    # dataset, model and seed in output.root): its cumulative cost at this run's density.
+    match: Optional[str] = None
+    # Explicit reference run directory (needed only when several runs could match).
+    reference: Optional[str] = None
+    # Cost unit to match: epochs (in dense-run units) or flops.
+    unit: str = "epochs"
+    # Explicit length in epochs; null means trainer.epochs (or the matched budget).
+    epochs: Optional[float] = None
 
 
 @dataclass
@@ -137,6 +186,24 @@ class OutputConfig:
 
 
 @dataclass
+class StudyConfig:
+    # null: a single run; compare: the runs behind the paper's comparison figures.
+    name: Optional[str] = None
+    seeds: list[int] = field(default_factory=lambda: [0])
+    # Growth methods: grown to max_density past their discovered density, every snapshot trained.
+    growth_methods: list[str] = field(default_factory=lambda: ["pwmpr", "pwmp", "rg", "gg"])
+    # Independent baselines (dense defines the cost unit; imp_c prunes down to its min_density).
+    baselines: list[str] = field(default_factory=lambda: ["dense", "imp_c"])
+    # Fixed-density methods run at the reference's snapshot densities with matched budgets.
+    matched_methods: list[str] = field(default_factory=lambda: ["phew", "rigl"])
+    reference: str = "pwmpr"
+    max_density: float = 0.5
+    # local: runs in this process (workers=1) or in local worker processes.
+    executor: str = "local"
+    workers: int = 1
+
+
+@dataclass
 class Config:
     defaults: list[Any] = field(default_factory=lambda: [])
     dataset: DatasetConfig = MISSING
@@ -146,6 +213,8 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     growth: GrowthConfig = field(default_factory=GrowthConfig)
     extensive: ExtensiveConfig = field(default_factory=ExtensiveConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     seed: int = 0
 
@@ -162,8 +231,13 @@ def register_configs() -> None:
     register_dataset_schemas(cs)
     register_model_schemas(cs)
     cs.store(group="method", name="method_schema", node=MethodConfig)
+    cs.store(group="method", name="growth_method_schema", node=GrowthMethodConfig)
+    cs.store(group="method", name="fixed_density_schema", node=FixedDensityConfig)
+    cs.store(group="method", name="rigl_schema", node=RiglConfig)
+    cs.store(group="method", name="imp_schema", node=ImpConfig)
     cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+    cs.store(group="study", name="study_schema", node=StudyConfig)
 
 
 CHOICES = {
@@ -177,6 +251,11 @@ CHOICES = {
     "extensive.init": ("continue", "rewind", "reinit"),
     "method.score": ("pwmp", "random", "gradient"),
     "method.selection": ("sample", "topk"),
+    "method.distribution": ("erk", "uniform"),
+    "method.rescale": ("fan_in", "none"),
+    "method.scope": ("global", "layer"),
+    "method.rewind": ("none", "init", "epoch"),
+    "budget.unit": ("epochs", "flops"),
 }
 
 
@@ -198,7 +277,42 @@ def validate(cfg: DictConfig) -> None:
     check(cfg.dataset.name in DATASETS, "dataset.name", f"one of {sorted(DATASETS)}")
     check(cfg.model.name in MODELS, "model.name", f"one of {sorted(MODELS)}")
     for key, choices in CHOICES.items():
-        check(_get(cfg, key) in choices, key, f"one of {list(choices)}")
+        if OmegaConf.select(cfg, key) is not None or not key.startswith("method."):
+            check(_get(cfg, key) in choices, key, f"one of {list(choices)}")
+    m = cfg.method
+    if "density" in m:
+        check(0 < m.density <= 1, "method.density", "a density in (0, 1]")
+    if "delta_t" in m:
+        check(m.delta_t >= 1, "method.delta_t", "at least 1 step")
+        check(0 <= m.drop_fraction < 1, "method.drop_fraction", "a fraction in [0, 1)")
+        check(0 < m.t_end <= 1, "method.t_end", "a fraction of training in (0, 1]")
+    if "prune_fraction" in m:
+        check(0 < m.prune_fraction < 1, "method.prune_fraction", "a fraction in (0, 1)")
+        check(0 < m.min_density < 1, "method.min_density", "a density in (0, 1)")
+        check(m.level_epochs is None or m.level_epochs >= 1, "method.level_epochs", "null or at least 1 epoch")
+        check(m.rewind_epoch >= 0, "method.rewind_epoch", "at least 0")
+    st = cfg.study
+    if st.name is not None:
+        from growth.methods import load_methods
+
+        known = sorted(load_methods())
+        for key in ("growth_methods", "baselines", "matched_methods"):
+            unknown = [x for x in st[key] if x not in known]
+            if unknown:
+                problems.append(f"study.{key} has unknown methods {unknown}: valid are {known}")
+        check(st.reference in known, "study.reference", f"one of {known}")
+        check(0 < st.max_density <= 1, "study.max_density", "a density in (0, 1]")
+        check(st.executor in ("local",), "study.executor", "local")
+        check(st.workers >= 1, "study.workers", "at least 1")
+        check(len(st.seeds) >= 1, "study.seeds", "at least one seed")
+    b = cfg.budget
+    check(b.epochs is None or b.epochs > 0, "budget.epochs", "null or a positive number of epochs")
+    if b.match is not None and b.epochs is not None:
+        problems.append("budget.match and budget.epochs are both set: give the length one way, not two")
+    if b.match is not None and "density" not in m:
+        problems.append(
+            f"budget.match={b.match!r} needs a fixed-density method (phew, rigl), not method={m.name!r}"
+        )
     g = cfg.growth
     check(0 < g.seed_density <= 1, "growth.seed_density", "a density in (0, 1]")
     check(0 < g.max_density <= 1, "growth.max_density", "a density in (0, 1]")

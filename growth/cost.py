@@ -52,6 +52,11 @@ class CostLedger:
         self._train_flops_per_sample = 3.0 * (sum(self.layer_flops.values()) + self.other_flops)
 
     @property
+    def train_flops_per_sample(self) -> float:
+        """Training FLOPs of one sample at the current layer densities."""
+        return self._train_flops_per_sample
+
+    @property
     def dense_forward_flops(self) -> float:
         return sum(self.layer_flops.values()) + self.other_flops
 

@@ -26,7 +26,7 @@ log = logging.getLogger("growth")
 
 METHODS: dict[str, type] = {}
 # Modules that register methods; importing them fills METHODS.
-METHOD_MODULES = ("growth.grow",)
+METHOD_MODULES = ("growth.grow", "baselines.dense", "baselines.phew", "baselines.rigl", "baselines.imp")
 
 
 def register_method(*names: str) -> Callable[[type], type]:
@@ -157,6 +157,7 @@ class MethodRun:
             self.ledger.load_state_dict(saved["ledger"])
             _set_rng_state(self.gens, saved["rng"])
             self._saved_optimizer = saved["optimizer"]
+            self.engine.step = int(self.state.get("engine_step", 0))
             self.ctx.progress(f"resuming {self.run_dir}")
         self.engine.set_masks(self.masks)
         self.ctx.elapsed()
@@ -165,6 +166,7 @@ class MethodRun:
 
     def checkpoint(self) -> None:
         self.ledger.add_seconds(self.ctx.elapsed())
+        self.state["engine_step"] = self.engine.step
         self.ctx.save_checkpoint(
             {
                 "version": 2,
@@ -225,6 +227,11 @@ class MethodRun:
         val, test = self.engine.evaluate("val"), self.engine.evaluate("test")
         prog["result"] = {"val_accuracy": val["accuracy"], "test_accuracy": test["accuracy"], "test_loss": test["loss"]}
         return prog["result"]
+
+    def current_density(self) -> float:
+        from growth.masks import density
+
+        return density(self.masks) if self.masks is not None else 1.0
 
     def add_curve_point(self, point: dict) -> None:
         self.state["curve"] = [c for c in self.state["curve"] if c.get("point") != point.get("point")] + [point]

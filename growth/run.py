@@ -38,7 +38,8 @@ def prepare(cfg: DictConfig) -> tuple[Path, type]:
     methods = load_methods()
     if cfg.method.name not in methods:
         raise ConfigError(f"method.name={cfg.method.name!r} is unknown: valid are {sorted(methods)}")
-    return records.run_dir_for(cfg), methods[cfg.method.name]
+    method_cls = methods[cfg.method.name]
+    return records.run_dir_for(cfg), method_cls
 
 
 def run(cfg: DictConfig) -> dict:
@@ -47,6 +48,9 @@ def run(cfg: DictConfig) -> dict:
     if summary and summary.get("status") in records.TERMINAL_STATUSES:
         log.info("run %s already %s: skipped", run_dir, summary["status"])
         return {**summary, "skipped": True}
+    precheck = getattr(method_cls, "precheck", None)
+    if precheck is not None:
+        precheck(cfg)  # e.g. a matched budget's reference run must exist
     check_writable(run_dir, "output.root")
     with records.RunLock(run_dir):
         config_path = run_dir / "config.yaml"

@@ -1,0 +1,117 @@
+"""RigL (Evci et al. 2020): fixed density; every `delta_t` steps drop the smallest-magnitude
+active weights and grow the same number of absent ones with the largest dense-gradient
+magnitude, per layer, with a drop fraction decayed by a cosine until `t_end` of training.
+Grown weights start at 0 with zero optimizer state; they are not updated on the step that grows
+them. The dense gradient is read only on update steps, and its extra cost (a dense instead of
+sparse backward pass, 2x the forward FLOPs difference per sample) is added to the ledger there.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from growth.fixed import FixedDensityRun
+from growth.masks import Masks, growable_parameters
+from growth.methods import register_method
+from growth.sampling import uniform_without_replacement
+from growth.train import Callback
+
+
+def erk_densities(shapes: dict[str, tuple[int, ...]], target: float) -> dict[str, float]:
+    """Erdos-Renyi-Kernel layer densities: proportional to sum(shape) / prod(shape), scaled so
+    the overall density is `target`; layers that would exceed 1 are made dense."""
+    dense: set[str] = set()
+    while True:
+        rhs, divisor, raw = 0.0, 0.0, {}
+        for name, shape in shapes.items():
+            numel = math.prod(shape)
+            if name in dense:
+                rhs -= numel * (1.0 - target)
+            else:
+                rhs += numel * target
+                raw[name] = sum(shape) / numel
+                divisor += raw[name] * numel
+        if not raw:
+            return {n: 1.0 for n in shapes}
+        eps = rhs / divisor
+        biggest = max(raw.values())
+        if biggest * eps <= 1.0:
+            return {n: 1.0 if n in dense else eps * raw[n] for n in shapes}
+        dense.update(n for n, r in raw.items() if r == biggest)
+
+
+def random_layer_masks(model, layer_density: dict[str, float], generator: torch.Generator) -> Masks:
+    out = {}
+    for name, p in growable_parameters(model).items():
+        k = min(p.numel(), max(1, round(layer_density[name] * p.numel())))
+        m = torch.zeros(p.numel(), dtype=torch.bool)
+        m[uniform_without_replacement(p.numel(), k, generator, torch.device("cpu"))] = True
+        out[name] = m.view_as(p).to(p.device)
+    return out
+
+
+class RiglUpdater(Callback):
+    def __init__(self, run: "RiglRun", total_steps: int):
+        self.run = run
+        m = run.cfg.method
+        self.delta_t, self.alpha = m.delta_t, m.drop_fraction
+        self.end_step = int(m.t_end * total_steps)
+
+    def drop_fraction(self, step: int) -> float:
+        return self.alpha / 2.0 * (1.0 + math.cos(math.pi * step / max(self.end_step, 1)))
+
+    def after_backward(self, engine) -> None:
+        state = self.run.state
+        step = state["rigl_step"]
+        if step == 0 or step % self.delta_t or step >= self.end_step:
+            return
+        fraction = self.drop_fraction(step)
+        params = growable_parameters(engine.model)
+        new_masks, changed = {}, 0
+        with torch.no_grad():
+            for name, mask in self.run.masks.items():
+                p = params[name]
+                flat_mask = mask.flatten()
+                k = int(fraction * int(flat_mask.sum()))
+                k = min(k, int((~flat_mask).sum()))
+                if k == 0:
+                    new_masks[name] = mask
+                    continue
+                magnitude = torch.where(flat_mask, p.detach().abs().flatten(), torch.full_like(p.flatten(), math.inf))
+                drop = torch.topk(magnitude, k, largest=False).indices
+                grad = torch.where(~flat_mask, p.grad.abs().flatten(), torch.full_like(p.flatten(), -math.inf))
+                grow = torch.topk(grad, k).indices  # among edges absent before the drop: disjoint sets
+                new = flat_mask.clone()
+                new[drop] = False
+                new[grow] = True
+                p.grad.view(-1)[grow] = 0  # grown edges start at 0 and stay there on this step
+                new_masks[name] = new.view_as(mask)
+                changed += k
+        self.run.set_masks(new_masks)
+        ledger = self.run.ledger
+        sparse_forward = ledger.train_flops_per_sample / 3.0
+        ledger.add_extra_flops(2.0 * (ledger.dense_forward_flops - sparse_forward) * self.run.cfg.trainer.batch_size)
+        state["rigl_updates"].append({"step": step, "drop_fraction": fraction, "changed": changed})
+
+    def after_step(self, engine) -> None:
+        self.run.state["rigl_step"] += 1
+
+
+@register_method("rigl")
+class RiglRun(FixedDensityRun):
+    def build_masks(self) -> Masks:
+        shapes = {n: tuple(p.shape) for n, p in growable_parameters(self.model).items()}
+        target = self.cfg.method.density
+        layer = erk_densities(shapes, target) if self.cfg.method.distribution == "erk" else {n: target for n in shapes}
+        return random_layer_masks(self.model, layer, self.gens["grow"])
+
+    def initial_state(self) -> dict:
+        return {**super().initial_state(), "rigl_step": 0, "rigl_updates": []}
+
+    def callbacks(self, epochs: int) -> list:
+        return [RiglUpdater(self, epochs * len(self.engine.batches))]
+
+    def summary_fields(self) -> dict:
+        return {**super().summary_fields(), "rigl_updates": len(self.state["rigl_updates"])}

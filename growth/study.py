@@ -1,0 +1,234 @@
+"""Studies: the set of runs behind a comparison figure, executed in dependency order.
+
+Stage 1 runs everything independent (dense, the growth methods, IMP-C); stage 2 is planned from
+stage 1's results: the fixed-density methods at the reference run's snapshot densities, each
+with its budget matched to the reference. Every run is an ordinary run directory, so a study
+that is interrupted and relaunched skips what finished and resumes what did not.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import json
+import logging
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from growth import records
+
+log = logging.getLogger("growth")
+
+# Settings the study controls itself; the user's other overrides reach every run.
+STUDY_KEYS = ("study", "method", "seed", "budget", "extensive.which", "growth.stop.keep_growing", "growth.max_density")
+
+
+@dataclass
+class Job:
+    """One run of a study: the overrides that make its config, and where it stands."""
+
+    label: str
+    overrides: list[str]
+    stage: int
+    depends_on: list[str] = field(default_factory=list)
+    run_dir: str | None = None
+    status: str = "planned"
+    error: str | None = None
+    seconds: float | None = None
+
+
+def user_overrides(task_overrides: Sequence[str]) -> list[str]:
+    """The command line's overrides minus the keys the study sets per run."""
+    keep = []
+    for o in task_overrides:
+        key = o.lstrip("+~").split("=", 1)[0]
+        if not any(key == k or key.startswith(k + ".") or key.startswith(k + "/") for k in STUDY_KEYS):
+            keep.append(o)
+    return keep
+
+
+def plan_independent(st) -> list[Job]:
+    jobs = []
+    for seed in st.seeds:
+        for m in st.baselines:
+            jobs.append(Job(f"{m}/s{seed}", [f"method={m}", f"seed={seed}"], 1))
+        for m in st.growth_methods:
+            jobs.append(
+                Job(
+                    f"{m}/s{seed}",
+                    [f"method={m}", f"seed={seed}", "extensive.which=all", "growth.stop.keep_growing=true", f"growth.max_density={st.max_density}"],
+                    1,
+                )
+            )
+    return jobs
+
+
+def plan_matched(st, reference_dirs: dict[int, Path]) -> list[Job]:
+    """Fixed-density runs at the reference's snapshot densities (up to max_density)."""
+    jobs = []
+    for seed, ref in reference_dirs.items():
+        with open(ref / "rounds.csv", newline="") as f:
+            densities = [float(r["density"]) for r in csv.DictReader(f)]
+        for m in st.matched_methods:
+            for d in densities:
+                if d > st.max_density + 1e-12:
+                    continue
+                jobs.append(
+                    Job(
+                        f"{m}/s{seed}/d{d:.5f}",
+                        [f"method={m}", f"seed={seed}", f"method.density={d!r}", f"budget.match={st.reference}", f"budget.reference={ref}"],
+                        2,
+                        depends_on=[f"{st.reference}/s{seed}"],
+                    )
+                )
+    return jobs
+
+
+def _run_one(cfg: DictConfig) -> dict:
+    from growth.run import run
+
+    return run(cfg)
+
+
+class Study:
+    def __init__(self, cfg: DictConfig, compose: Callable[[list[str]], DictConfig], base_overrides: Sequence[str]):
+        self.cfg = cfg
+        self.st = cfg.study
+        self.compose = compose
+        self.base = user_overrides(base_overrides)
+        ident = json.dumps({"study": OmegaConf.to_container(self.st, resolve=True), "overrides": sorted(self.base)}, sort_keys=True)
+        self.dir = Path(cfg.output.root) / "studies" / f"{self.st.name}-{hashlib.sha256(ident.encode()).hexdigest()[:10]}"
+        self.jobs: list[Job] = []
+
+    def job_config(self, job: Job) -> DictConfig:
+        cfg = self.compose([*self.base, *job.overrides])
+        cfg.output.progress = False if self.st.workers > 1 else cfg.output.progress
+        return cfg
+
+    def check(self) -> None:
+        """Compose and validate every stage-1 config before anything runs."""
+        from growth.run import prepare
+
+        for job in plan_independent(self.st):
+            prepare(self.job_config(job))
+
+    def run(self) -> list[Job]:
+        self.check()
+        started = time.time()
+        stage1 = plan_independent(self.st)
+        self.jobs = list(stage1)
+        self.execute(stage1)
+        refs = {}
+        for seed in self.st.seeds:
+            ref = next(j for j in stage1 if j.label == f"{self.st.reference}/s{seed}") if self.st.reference in self.st.growth_methods else None
+            if ref is not None and _finished(ref):
+                refs[seed] = Path(ref.run_dir)
+        stage2 = plan_matched(self.st, refs)
+        for seed in self.st.seeds:
+            if seed not in refs:
+                for m in self.st.matched_methods:
+                    self.jobs.append(Job(f"{m}/s{seed}", [], 2, [f"{self.st.reference}/s{seed}"], status="not run: reference did not finish"))
+        self.jobs.extend(stage2)
+        self.execute(stage2)
+        self.write(time.time() - started)
+        return self.jobs
+
+    def execute(self, jobs: list[Job]) -> None:
+        configs = [self.job_config(j) for j in jobs]
+        for job, cfg in zip(jobs, configs):
+            job.run_dir = str(records.run_dir_for(cfg))
+        if self.st.workers > 1:
+            import multiprocessing as mp
+
+            with ProcessPoolExecutor(self.st.workers, mp_context=mp.get_context("spawn")) as pool:
+                futures = [pool.submit(_run_one, cfg) for cfg in configs]
+                for job, fut in zip(jobs, futures):
+                    self._record(job, fut.result, 0.0)
+        else:
+            for i, (job, cfg) in enumerate(zip(jobs, configs)):
+                log.info("study %s: run %d/%d %s", self.st.name, i + 1, len(jobs), job.label)
+                t0 = time.time()
+                self._record(job, lambda cfg=cfg: _run_one(cfg), t0)
+        self.write(None)
+
+    def _record(self, job: Job, result: Callable[[], dict], t0: float) -> None:
+        try:
+            summary = result()
+            job.status = "skipped (finished before)" if summary.get("skipped") else summary.get("status", "unknown")
+            if summary.get("status") == "diverged":
+                job.status, job.error = "diverged", summary.get("error")
+        except Exception as exc:  # a failed run never stops the study
+            job.status, job.error = "failed", f"{type(exc).__name__}: {exc}"
+            log.error("study run %s failed:\n%s", job.label, traceback.format_exc())
+        if t0:
+            job.seconds = time.time() - t0
+
+    def write(self, seconds: float | None) -> None:
+        data = {
+            "study": OmegaConf.to_container(self.st, resolve=True),
+            "overrides": list(self.base),
+            "seconds": seconds,
+            "jobs": [vars(j) for j in self.jobs],
+        }
+        records.atomic_write_json(self.dir / "study.json", data)
+        if seconds is not None:
+            table = study_table(self.jobs, self.st.reference)
+            records.atomic_write_text(self.dir / "table.md", table + "\n")
+
+
+def _finished(job: Job) -> bool:
+    return job.run_dir is not None and (job.status == "finished" or job.status.startswith("skipped"))
+
+
+def study_table(jobs: Sequence[Job], reference_method: str | None = None) -> str:
+    """Per method: the densities reached, test accuracy at each, and cost (dense-run units)."""
+    by_method: dict[str, list[dict]] = {}
+    notes = []
+    for job in jobs:
+        method = job.label.split("/")[0]
+        if not _finished(job):
+            notes.append(f"{job.label}: {job.status}" + (f" ({job.error})" if job.error else ""))
+            continue
+        summary = records.read_summary(job.run_dir) or {}
+        with open(Path(job.run_dir) / "curve.csv", newline="") as f:
+            for row in csv.DictReader(f):
+                by_method.setdefault(method, []).append(
+                    {
+                        "density": float(row["density"]),
+                        "acc": float(row["test_accuracy"]),
+                        "cost": float(row["cost_epochs"]),
+                        "discovered": summary.get("discovered_density") is not None
+                        and abs(float(row["density"]) - summary["discovered_density"]) < 1e-12,
+                    }
+                )
+    lines = ["| method | points | density range | discovered density | test accuracy there | cost there (dense runs) | best test accuracy (density, cost) |", "|---|---|---|---|---|---|---|"]
+    for method, points in by_method.items():
+        points.sort(key=lambda p: p["density"])
+        disc = next((p for p in points if p["discovered"]), None)
+        best = max(points, key=lambda p: p["acc"])
+        lines.append(
+            f"| {method} | {len(points)} | {100 * points[0]['density']:.2f}% - {100 * points[-1]['density']:.2f}% | "
+            + (f"{100 * disc['density']:.2f}% | {100 * disc['acc']:.2f}% | {disc['cost']:.2f} | " if disc else "- | - | - | ")
+            + f"{100 * best['acc']:.2f}% ({100 * best['density']:.2f}%, {best['cost']:.2f}) |"
+        )
+    reference = reference_method or next(iter(by_method), None)
+    if reference in by_method and len(by_method[reference]) > 1:
+        methods = list(by_method)
+        lines += ["", f"Test accuracy (cost in dense runs) at the densities of {reference}; other methods at their"
+                  " nearest point within half a growth step (x1.118):", "",
+                  "| density | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+        for ref in by_method[reference]:
+            cells = []
+            for m in methods:
+                near = min(by_method[m], key=lambda p: abs(math.log(p["density"] / ref["density"])))
+                close = abs(math.log(near["density"] / ref["density"])) <= math.log(1.118)
+                cells.append(f"{100 * near['acc']:.2f}% ({near['cost']:.2f})" if close else "")
+            lines.append(f"| {100 * ref['density']:.2f}% | " + " | ".join(cells) + " |")
+    return "\n".join(lines + ([""] + notes if notes else []))
