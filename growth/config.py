@@ -197,6 +197,9 @@ class StudyConfig:
     # Fixed-density methods run at the reference's snapshot densities with matched budgets.
     matched_methods: list[str] = field(default_factory=lambda: ["phew", "rigl"])
     reference: str = "pwmpr"
+    # Overrides for one method's runs only; on the command line:
+    # "study.method_overrides.imp_c=['method.min_density=0.05']"
+    method_overrides: dict[str, list[str]] = field(default_factory=dict)
     max_density: float = 0.5
     # local: runs in this process (workers=1) or in local worker processes.
     executor: str = "local"
@@ -301,6 +304,9 @@ def validate(cfg: DictConfig) -> None:
             if unknown:
                 problems.append(f"study.{key} has unknown methods {unknown}: valid are {known}")
         check(st.reference in known, "study.reference", f"one of {known}")
+        unknown = [x for x in st.method_overrides if x not in known]
+        if unknown:
+            problems.append(f"study.method_overrides names unknown methods {unknown}: valid are {known}")
         check(0 < st.max_density <= 1, "study.max_density", "a density in (0, 1]")
         check(st.executor in ("local",), "study.executor", "local")
         check(st.workers >= 1, "study.workers", "at least 1")

@@ -108,7 +108,9 @@ class Study:
         self.jobs: list[Job] = []
 
     def job_config(self, job: Job) -> DictConfig:
-        cfg = self.compose([*self.base, *job.overrides])
+        method = job.label.split("/")[0]
+        extra = list(self.st.method_overrides.get(method, []))
+        cfg = self.compose([*self.base, *job.overrides, *extra])
         cfg.output.progress = False if self.st.workers > 1 else cfg.output.progress
         return cfg
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from growth.data import load_digits
 from growth.records import load_checkpoint, run_dir_for
 from growth.run import run
 from tests.conftest import FAST, REPO
@@ -99,7 +100,7 @@ def test_adaptive_timing_records_batches_below_the_cap(make_cfg):
     summary = run(cfg)
     rounds = read_csv(Path(summary["run_dir"]) / "rounds.csv")
     batches = [int(r["batches"]) for r in rounds]
-    per_epoch = -(-1294 // 64)
+    per_epoch = -(-len(load_digits(cfg.dataset).train_x) // 64)
     assert all(0 < b <= 4 * per_epoch for b in batches)
     assert any(b < 4 * per_epoch for b in batches), "early stopping should end some round before the cap"
 

@@ -1,0 +1,222 @@
+"""Every method of the comparison on the one engine: invariants, ledgers, matched budgets."""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from baselines.imp import level_densities, magnitude_prune
+from baselines.rigl import RiglRun, RiglUpdater, erk_densities
+from growth.data import load_digits
+from growth.errors import ConfigError
+from growth.fixed import reference_growth_cost
+from growth.masks import count_active, growable_parameters
+from growth.methods import RunContext
+from growth.records import run_dir_for
+from growth.run import run
+from growth.train import Callback, make_optimizer
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ------------------------------------------------------------------ RigL
+
+def test_erk_densities_reach_the_target_and_favour_small_layers():
+    shapes = {"a": (100, 64), "b": (100, 100), "c": (10, 100)}
+    d = erk_densities(shapes, 0.1)
+    total = sum(math.prod(s) for s in shapes.values())
+    assert sum(d[n] * math.prod(s) for n, s in shapes.items()) / total == pytest.approx(0.1)
+    assert d["c"] > d["a"] > d["b"]
+    capped = erk_densities({"big": (1000, 1000), "tiny": (2, 2)}, 0.5)
+    assert capped["tiny"] == 1.0 and capped["big"] < 0.5
+
+
+class RiglAudit(Callback):
+    """Watches every step of a RigL training: counts, disjointness, grown edges at zero."""
+
+    def __init__(self, run):
+        self.run = run
+        self.before = None
+        self.updates_seen = 0
+        self.off_schedule_changes = 0
+
+    def after_backward(self, engine):
+        self.before = {n: m.clone() for n, m in self.run.masks.items()}
+        self.updates_before = len(self.run.state["rigl_updates"])
+
+    def after_step(self, engine):
+        params = growable_parameters(engine.model)
+        updated = len(self.run.state["rigl_updates"]) > self.updates_before
+        changed = any(not torch.equal(self.before[n], m) for n, m in self.run.masks.items())
+        if not updated:
+            self.off_schedule_changes += int(changed)
+            return
+        self.updates_seen += 1
+        assert count_active(self.run.masks) == count_active(self.before)
+        for n, m in self.run.masks.items():
+            grown = m & ~self.before[n]
+            dropped = self.before[n] & ~m
+            assert not torch.any(grown & dropped)
+            assert int(grown.sum()) == int(dropped.sum())
+            assert torch.all(params[n].detach()[grown] == 0), "grown weights start at 0"
+            for value in self.run.optimizer.state[params[n]].values():
+                if torch.is_tensor(value) and value.shape == m.shape:
+                    assert torch.all(value[grown] == 0), "grown edges have zero optimizer state"
+                    assert torch.all(value[~m] == 0)
+
+
+def test_rigl_updates_keep_counts_and_start_grown_edges_at_zero(make_cfg, tmp_path):
+    cfg = make_cfg("method=rigl", "method.density=0.1", "method.delta_t=5", "trainer.epochs=4")
+    run_dir = run_dir_for(cfg)
+    run_dir.mkdir(parents=True)
+    rigl = RiglRun(RunContext(cfg, run_dir))
+    audit = RiglAudit(rigl)
+    # the audit sees the masks before the updater changes them
+    rigl.callbacks = lambda epochs: [audit, RiglUpdater(rigl, epochs * len(rigl.engine.batches))]
+    summary = rigl.run()
+    steps = 4 * len(rigl.engine.batches)
+    expected_updates = len([t for t in range(1, int(0.75 * steps)) if t % 5 == 0])
+    assert audit.updates_seen == expected_updates == summary["rigl_updates"]
+    assert audit.off_schedule_changes == 0
+    assert all(u["step"] < 0.75 * steps for u in rigl.state["rigl_updates"])
+    fractions = [u["drop_fraction"] for u in rigl.state["rigl_updates"]]
+    assert fractions == sorted(fractions, reverse=True) and fractions[0] <= 0.3
+    assert summary["density"] == pytest.approx(0.1, abs=0.005)
+
+
+# ------------------------------------------------------------------ IMP-C
+
+def test_imp_levels_go_down_by_the_fraction_to_exactly_min_density():
+    levels = level_densities(0.2, 0.01)
+    assert levels[0] == 1.0 and levels[-1] == 0.01
+    assert all(b == pytest.approx(a * 0.8) for a, b in zip(levels[:-2], levels[1:-1]))
+    assert len(levels) == 22
+
+
+def test_magnitude_pruning_keeps_the_largest_weights_globally_and_per_layer():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.arange(12.0).view(3, 4) - 6)
+        model[2].weight.copy_(torch.arange(6.0).view(2, 3) * 0.1)
+    masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in growable_parameters(model).items()}
+    glob = magnitude_prune(model, masks, 5, "global")
+    assert count_active(glob) == 5
+    assert glob["2.weight"].sum() == 0  # all small
+    kept = model[0].weight.detach().abs()[glob["0.weight"]]
+    assert kept.min() >= 4
+    layer = magnitude_prune(model, masks, 9, "layer")
+    assert int(layer["0.weight"].sum()) == 6 and int(layer["2.weight"].sum()) == 3
+    again = magnitude_prune(model, glob, 3, "global")
+    assert torch.all(again["0.weight"] <= glob["0.weight"]), "only present weights survive"
+
+
+def test_imp_c_records_every_level_with_cumulative_cost(make_cfg):
+    cfg = make_cfg("method=imp_c", "method.min_density=0.3", "trainer.epochs=4", "method.level_epochs=1")
+    summary = run(cfg)
+    curve = read_csv(Path(summary["run_dir"]) / "curve.csv")
+    curve.sort(key=lambda c: int(c["level"]))
+    densities = [float(c["density"]) for c in curve]
+    assert densities == pytest.approx([1.0, 0.8, 0.64, 0.512, 0.4096, 0.32768, 0.3], abs=1e-3)
+    costs = [float(c["cost_epochs"]) for c in curve]
+    # the dense training is one full run; each level adds 1 epoch = 1/4 of a run
+    assert costs == pytest.approx([1.0 + 0.25 * i for i in range(7)])
+
+
+# ------------------------------------------------------------------ dense, PHEW, budgets
+
+def test_dense_costs_exactly_one_unit(make_cfg):
+    summary = run(make_cfg("method=dense"))
+    assert summary["cost"]["epochs"] == pytest.approx(1.0)
+    assert summary["density"] == 1.0
+    assert summary["total_cost"]["cost_flops"] == pytest.approx(summary["dense_run_flops"])
+
+
+def test_reference_cost_interpolates_in_log_density(tmp_path):
+    (tmp_path / "rounds.csv").write_text("round,density,cost_epochs,cost_flops\n0,0.01,0.1,10\n1,0.1,0.5,50\n")
+    assert reference_growth_cost(tmp_path, 0.01, "cost_epochs") == pytest.approx(0.1)
+    assert reference_growth_cost(tmp_path, math.sqrt(0.001), "cost_epochs") == pytest.approx(0.3)
+    assert reference_growth_cost(tmp_path, 0.5, "cost_flops") == pytest.approx(50)  # clamped
+
+
+def test_matched_budget_needs_its_reference_and_names_it(make_cfg):
+    cfg = make_cfg("method=phew", "budget.match=pwmpr")
+    with pytest.raises(ConfigError) as err:
+        run(cfg)
+    text = str(err.value)
+    assert "budget.match='pwmpr'" in text and "dataset=digits" in text and "seed=0" in text
+    assert not run_dir_for(cfg).exists(), "nothing is written for a rejected run"
+
+
+def test_matched_budget_trains_for_the_references_cost_at_its_density(make_cfg):
+    ref = run(make_cfg("growth.max_rounds=6", "extensive.which=none"))
+    rounds = read_csv(Path(ref["run_dir"]) / "rounds.csv")
+    d = float(rounds[3]["density"])
+    summary = run(make_cfg("method=phew", f"method.density={d}", "budget.match=pwmpr"))
+    budget = summary["budget"]
+    expected = (float(rounds[3]["cost_epochs"]) + 1.0) * 6  # growth cost up to d + one extensive run
+    assert budget["reference"] == ref["run_dir"]
+    assert budget["given_epochs"] == pytest.approx(expected, rel=0.02)
+    assert budget["used_epochs"] == round(budget["given_epochs"])
+    assert summary["total_cost"]["cost_epochs"] == pytest.approx(budget["used_epochs"] / 6)
+
+
+def test_phew_run_trains_at_its_density(make_cfg):
+    summary = run(make_cfg("method=phew", "method.density=0.05"))
+    assert summary["density"] == pytest.approx(0.05, abs=0.003)
+    assert summary["test_accuracy"] > 0.2
+
+
+# ------------------------------------------------------------------ ledger against hand-computed totals
+
+def test_gradient_growth_counts_its_dense_gradient_passes(make_cfg):
+    cfg = make_cfg("method=gg", "growth.max_rounds=3", "growth.gradient_batches=2", "extensive.which=none")
+    summary = run(cfg)
+    rounds = read_csv(Path(summary["run_dir"]) / "rounds.csv")
+    # hidden [32, 32]: forward FLOPs per sample = 2 * (64*32 + 32*32 + 32*10)
+    dense_fwd = 2 * (64 * 32 + 32 * 32 + 32 * 10)
+    layer = {"layers.0.weight": 2 * 64 * 32, "layers.1.weight": 2 * 32 * 32, "layers.2.weight": 2 * 32 * 10}
+    train_size = len(load_digits(cfg.dataset).train_x)
+    expected = 0.0
+    for r in rounds:
+        fwd = sum(layer[n] * float(r[f"layer_density:{n}"]) for n in layer)
+        expected += 3 * fwd * train_size  # one epoch per round at the round's density
+        if r["grown"]:
+            expected += 3 * dense_fwd * 64 * 2  # two dense gradient batches of 64 per growth step
+    assert float(rounds[-1]["cost_flops"]) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.slow
+def test_compare_study_runs_in_order_and_skips_when_relaunched(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import FAST, REPO
+
+    args = [sys.executable, str(REPO / "launch.py"), "study=compare", f"output.root={tmp_path}", *FAST,
+            "growth.max_rounds=4", "study.max_density=0.02", "study.method_overrides.imp_c=['method.min_density=0.5']"]
+    first = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout + first.stderr
+    study = json.loads(next((tmp_path / "studies").glob("compare-*/study.json")).read_text())
+    jobs = study["jobs"]
+    labels = [j["label"] for j in jobs]
+    assert {"dense/s0", "imp_c/s0", "pwmpr/s0", "pwmp/s0", "rg/s0", "gg/s0"} <= set(labels)
+    matched = [j for j in jobs if j["label"].startswith(("phew/", "rigl/"))]
+    assert matched and all(j["stage"] == 2 for j in matched)
+    assert labels.index("pwmpr/s0") < min(labels.index(j["label"]) for j in matched)
+    assert all(j["status"] == "finished" for j in jobs), [(j["label"], j["status"], j["error"]) for j in jobs]
+    ref = next(j for j in jobs if j["label"] == "pwmpr/s0")
+    for j in matched:
+        summary = json.loads((Path(j["run_dir"]) / "summary.json").read_text())
+        assert summary["budget"]["reference"] == ref["run_dir"]
+        assert summary["density"] <= 0.02 + 1e-9
+    assert "| pwmpr |" in first.stdout and "| rigl |" in first.stdout
+    again = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0
+    study = json.loads(next((tmp_path / "studies").glob("compare-*/study.json")).read_text())
+    assert all(j["status"].startswith("skipped") for j in study["jobs"]), [j["status"] for j in study["jobs"]]
