@@ -224,6 +224,7 @@ class Config:
 
 def register_configs() -> None:
     from growth.data import register_dataset_schemas
+    from growth.loggers import register_logger_schemas
     from growth.models import register_model_schemas
 
     cs = ConfigStore.instance()
@@ -233,6 +234,7 @@ def register_configs() -> None:
     # Options with settings of their own register a schema (a subclass of the group's base).
     register_dataset_schemas(cs)
     register_model_schemas(cs)
+    register_logger_schemas(cs)
     cs.store(group="method", name="method_schema", node=MethodConfig)
     cs.store(group="method", name="growth_method_schema", node=GrowthMethodConfig)
     cs.store(group="method", name="fixed_density_schema", node=FixedDensityConfig)
@@ -279,6 +281,9 @@ def validate(cfg: DictConfig) -> None:
 
     check(cfg.dataset.name in DATASETS, "dataset.name", f"one of {sorted(DATASETS)}")
     check(cfg.model.name in MODELS, "model.name", f"one of {sorted(MODELS)}")
+    from growth.loggers import LOGGERS
+
+    check(cfg.logger.name in LOGGERS, "logger.name", f"one of {sorted(LOGGERS)}")
     for key, choices in CHOICES.items():
         if OmegaConf.select(cfg, key) is not None or not key.startswith("method."):
             check(_get(cfg, key) in choices, key, f"one of {list(choices)}")

@@ -299,6 +299,7 @@ class GrowthRun(MethodRun):
             self.state["extensive_queue"] = self.extensive_queue()
         self.state["rounds"] = history
         self.checkpoint()
+        self.ctx.logger.log_round(row)
 
     def grow(self, n_new: int) -> tuple[int, int]:
         scores = self.score_fn(self, self.masks)

@@ -62,6 +62,9 @@ class RunContext:
         self.data: DatasetSplits = build_dataset(cfg.dataset).to(self.device)
         self.example_input = self.data.train_x[:1]
         self._segment_start = time.perf_counter()
+        from growth.loggers import build_logger
+
+        self.logger = build_logger(cfg, self.run_dir)
 
     def generator(self, stream: str) -> torch.Generator:
         # Generators live on the CPU: their streams are then identical on every machine.
@@ -219,6 +222,7 @@ class MethodRun:
             set_lr(self.optimizer, lr_at(cfg.trainer, epoch, total_epochs=epochs))
             result = self.engine.train_epoch(self.optimizer)
             prog["epoch"] = epoch + 1
+            self.ctx.logger.log_epoch(key, epoch + 1, {"loss": result.mean_loss, "lr": self.optimizer.param_groups[0]["lr"]})
             if (epoch + 1) % report_every == 0 and epoch + 1 < epochs:
                 self.ctx.progress(f"{label or key} epoch {epoch + 1}/{epochs}  loss {result.mean_loss:.4f}")
             if epoch + 1 < epochs:
@@ -259,6 +263,8 @@ class MethodRun:
         }
         summary.update(self.summary_fields())
         records.atomic_write_json(self.run_dir / "summary.json", summary)
+        if status == "finished":
+            self.ctx.logger.log_records(summary, curve)
         return summary
 
     def point_cost(self, phases: list[str], base: dict | None = None) -> dict:

@@ -56,10 +56,12 @@ def run(cfg: DictConfig) -> dict:
         config_path = run_dir / "config.yaml"
         records.atomic_write_text(config_path, OmegaConf.to_yaml(cfg, resolve=True))
         ctx = RunContext(cfg, run_dir)
-        method = method_cls(ctx)
+        status = "failed"
         try:
-            summary = method.run()
+            summary = method_cls(ctx).run()
+            status = summary["status"]
         except DivergedError as exc:
+            status = "diverged"
             return _finish_abnormally(run_dir, cfg, "diverged", str(exc), exc.where)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
@@ -68,6 +70,8 @@ def run(cfg: DictConfig) -> dict:
         except Exception as exc:
             _finish_abnormally(run_dir, cfg, "failed", f"{type(exc).__name__}: {exc}", {"traceback": traceback.format_exc()})
             raise
+        finally:
+            ctx.logger.finish(status)
     summary["run_dir"] = str(run_dir)
     return summary
 
