@@ -1,0 +1,35 @@
+"""Helpers shared by the model builders: growable-weight listing and input checks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from growth.errors import ConfigError
+
+
+def linear_and_conv_weights(model: nn.Module) -> list[str]:
+    """Names of every Linear and Conv2d weight, in registration order."""
+    return [
+        f"{name}.weight" if name else "weight"
+        for name, module in model.named_modules()
+        if isinstance(module, (nn.Linear, nn.Conv2d))
+    ]
+
+
+def image_shape(name: str, input_shape: Sequence[int], expected: str) -> tuple[int, int, int]:
+    """(C, H, W) of an image input, or a ConfigError naming the model and what it expects."""
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(
+            f"model.name={name} needs image inputs of shape (channels, height, width), {expected}; "
+            f"the dataset gives input_shape {shape}"
+        )
+    return shape  # type: ignore[return-value]
+
+
+def check_classes(name: str, num_classes: int) -> int:
+    if int(num_classes) < 1:
+        raise ConfigError(f"model.name={name} needs at least one class, got num_classes={num_classes}")
+    return int(num_classes)
