@@ -1,52 +1,38 @@
-"""Datasets as in-memory tensors with seeded, stratified train/validation/test splits.
+"""Datasets with seeded, stratified train/validation/test splits.
 
-A dataset loader returns :class:`DatasetSplits`; the engine batches it with :class:`TensorBatches`,
-whose shuffling draws from a generator the run owns, so a resumed run continues the same stream.
+A dataset loader returns :class:`DatasetSplits`; the engine batches it with :class:`TensorBatches`
+(or ``DatasetSplits.train_batches``), whose shuffling and augmentation draw from a generator the
+run owns, so a resumed run continues the same stream. The embedded digits are float tensors; the
+image datasets keep uint8 pixels and read as normalised float batches (docs/data.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from growth.data.catalog import SPECS, check_available, load_image_dataset, load_imagenet, option_problems, resolve_root
+from growth.data.images import FolderImages, ImageArray
+from growth.data.splits import DatasetSplits, TensorBatches, stratified_split
 from growth.errors import ConfigError
 
-
-@dataclass
-class DatasetSplits:
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    num_classes: int
-    name: str
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.train_x.shape[1:])
-
-    def to(self, device: torch.device) -> "DatasetSplits":
-        moved = {k: getattr(self, k).to(device) for k in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
-        return DatasetSplits(**moved, num_classes=self.num_classes, name=self.name)
-
-
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (keep, held_out): `fraction` of every class held out, chosen by a seeded permutation."""
-    rng = np.random.default_rng(seed)
-    held = []
-    for cls in np.unique(labels):
-        idx = np.flatnonzero(labels == cls)
-        idx = idx[rng.permutation(len(idx))]
-        n_held = int(round(fraction * len(idx)))
-        held.append(idx[:n_held])
-    held_out = np.sort(np.concatenate(held))
-    keep = np.setdiff1d(np.arange(len(labels)), held_out)
-    return keep, held_out
+__all__ = [
+    "DATASETS",
+    "SPECS",
+    "DatasetSplits",
+    "FolderImages",
+    "ImageArray",
+    "TensorBatches",
+    "build_dataset",
+    "check_dataset",
+    "dataset_problems",
+    "load_digits",
+    "register_dataset_schemas",
+    "resolve_root",
+    "stratified_split",
+]
 
 
 def load_digits(cfg) -> DatasetSplits:
@@ -67,11 +53,38 @@ def load_digits(cfg) -> DatasetSplits:
     )
 
 
-DATASETS: dict[str, Callable[..., DatasetSplits]] = {"digits": load_digits}
+DATASETS: dict[str, Callable[..., DatasetSplits]] = {
+    "digits": load_digits,
+    "cifar10": load_image_dataset,
+    "cifar100": load_image_dataset,
+    "tinyimagenet": load_image_dataset,
+    "mnist": load_image_dataset,
+    "fashion_mnist": load_image_dataset,
+    "imagenet": load_imagenet,
+}
 
 
 def register_dataset_schemas(cs) -> None:
     """Store the schema of every dataset option that has settings beyond DatasetConfig."""
+    from growth.data.schema import ArrayImageConfig, ImageNetConfig
+
+    cs.store(group="dataset", name="image_schema", node=ArrayImageConfig)
+    cs.store(group="dataset", name="imagenet_schema", node=ImageNetConfig)
+
+
+def dataset_problems(cfg) -> list[str]:
+    """Invalid values among the dataset options (checked before a run directory is written)."""
+    return option_problems(cfg)
+
+
+def check_dataset(cfg) -> None:
+    """Fail early (ConfigError) when the dataset's options are invalid or its files are absent.
+
+    Cheap (no data are read): meant to run before a run directory is written.
+    """
+    if cfg.name not in DATASETS:
+        raise ConfigError(f"dataset.name={cfg.name!r} is unknown: valid are {sorted(DATASETS)}")
+    check_available(cfg)
 
 
 def build_dataset(cfg) -> DatasetSplits:
@@ -80,20 +93,3 @@ def build_dataset(cfg) -> DatasetSplits:
     except KeyError:
         raise ConfigError(f"dataset.name={cfg.name!r} is unknown: valid are {sorted(DATASETS)}") from None
     return loader(cfg)
-
-
-class TensorBatches:
-    """Shuffled mini-batches of in-memory tensors; one epoch per iteration."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator):
-        self.x, self.y, self.batch_size, self.generator = x, y, batch_size, generator
-
-    def __len__(self) -> int:
-        return -(-len(self.x) // self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        perm = torch.randperm(len(self.x), generator=self.generator, device=self.generator.device)
-        perm = perm.to(self.x.device)
-        for start in range(0, len(perm), self.batch_size):
-            idx = perm[start : start + self.batch_size]
-            yield self.x[idx], self.y[idx]
