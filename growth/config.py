@@ -168,6 +168,30 @@ class BudgetConfig:
     unit: str = "epochs"
     # Explicit length in epochs; null means trainer.epochs (or the matched budget).
     epochs: Optional[float] = None
+    # Train at the density of the reference's growth round `snapshot` instead of
+    # method.density (a study submits these before the reference has run). A round the
+    # reference never reached makes the run a no-op that says so.
+    snapshot: Optional[int] = None
+
+
+@dataclass
+class SlurmConfig:
+    """Resources of every job a study submits to SLURM (GROWTH_SLURM_* set them per account)."""
+
+    partition: Optional[str] = "${oc.env:GROWTH_SLURM_PARTITION,null}"
+    account: Optional[str] = "${oc.env:GROWTH_SLURM_ACCOUNT,null}"
+    qos: Optional[str] = "${oc.env:GROWTH_SLURM_QOS,null}"
+    constraint: Optional[str] = "${oc.env:GROWTH_SLURM_CONSTRAINT,null}"
+    time_min: int = "${oc.decode:${oc.env:GROWTH_SLURM_TIME_MIN,720}}"  # type: ignore[assignment]
+    gpus_per_node: int = "${oc.decode:${oc.env:GROWTH_SLURM_GPUS,1}}"  # type: ignore[assignment]
+    cpus_per_task: int = "${oc.decode:${oc.env:GROWTH_SLURM_CPUS,8}}"  # type: ignore[assignment]
+    mem_gb: int = "${oc.decode:${oc.env:GROWTH_SLURM_MEM_GB,32}}"  # type: ignore[assignment]
+    # Requeues after preemption or time-outs; a requeued run resumes from its checkpoint.
+    max_num_timeout: int = 20
+    # Extra sbatch arguments, e.g. {mail-type: END}.
+    additional_parameters: dict[str, Any] = field(default_factory=dict)
+    # Where submitit keeps job files; null means <output.root>/slurm.
+    folder: Optional[str] = None
 
 
 @dataclass
@@ -201,9 +225,15 @@ class StudyConfig:
     # "study.method_overrides.imp_c=['method.min_density=0.05']"
     method_overrides: dict[str, list[str]] = field(default_factory=dict)
     max_density: float = 0.5
-    # local: runs in this process (workers=1) or in local worker processes.
+    # local: runs in this process (workers=1) or in local worker processes;
+    # slurm: every run a SLURM job, the order expressed as job dependencies.
     executor: str = "local"
     workers: int = 1
+    # slurm: after submitting, wait and report as jobs finish (otherwise return at once).
+    wait: bool = False
+    # slurm: seconds between polls while waiting.
+    poll_seconds: float = 5.0
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
 
 @dataclass
@@ -220,6 +250,8 @@ class Config:
     study: StudyConfig = field(default_factory=StudyConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     seed: int = 0
+    # Print what would run (jobs, resources, dependencies) and run or submit nothing.
+    dry_run: bool = False
 
 
 def register_configs() -> None:
@@ -313,13 +345,16 @@ def validate(cfg: DictConfig) -> None:
         if unknown:
             problems.append(f"study.method_overrides names unknown methods {unknown}: valid are {known}")
         check(0 < st.max_density <= 1, "study.max_density", "a density in (0, 1]")
-        check(st.executor in ("local",), "study.executor", "local")
+        check(st.executor in ("local", "slurm"), "study.executor", "local or slurm")
         check(st.workers >= 1, "study.workers", "at least 1")
         check(len(st.seeds) >= 1, "study.seeds", "at least one seed")
     b = cfg.budget
     check(b.epochs is None or b.epochs > 0, "budget.epochs", "null or a positive number of epochs")
     if b.match is not None and b.epochs is not None:
         problems.append("budget.match and budget.epochs are both set: give the length one way, not two")
+    if b.snapshot is not None and b.match is None:
+        problems.append(f"budget.snapshot={b.snapshot} needs budget.match (the run whose snapshot it names)")
+    check(b.snapshot is None or b.snapshot >= 0, "budget.snapshot", "null or a round index >= 0")
     if b.match is not None and "density" not in m:
         problems.append(
             f"budget.match={b.match!r} needs a fixed-density method (phew, rigl), not method={m.name!r}"
@@ -362,5 +397,8 @@ def validate(cfg: DictConfig) -> None:
     d = cfg.dataset
     check(0 < d.val_fraction < 1, "dataset.val_fraction", "a fraction in (0, 1)")
     check(0 < d.test_fraction < 1, "dataset.test_fraction", "a fraction in (0, 1)")
+    from growth.data import dataset_problems
+
+    problems += dataset_problems(cfg.dataset)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

@@ -83,9 +83,22 @@ class FixedDensityRun(MethodRun):
         if cfg.budget.match is not None:
             find_reference(cfg)
 
+    def target_density(self) -> float | None:
+        """method.density, or the density of the reference's round budget.snapshot (None when
+        the reference never reached that round)."""
+        snapshot = self.cfg.budget.snapshot
+        if snapshot is None:
+            return float(self.cfg.method.density)
+        with open(find_reference(self.cfg) / "rounds.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        return float(rows[snapshot]["density"]) if snapshot < len(rows) else None
+
     def initial_state(self) -> dict:
         from growth.grow import rescale_fan_in
 
+        self.density_target = self.target_density()
+        if self.density_target is None:
+            return {"budget": None, "not_applicable": f"the reference has no round {self.cfg.budget.snapshot}"}
         masks = self.build_masks()
         if self.cfg.method.rescale == "fan_in":
             rescale_fan_in(self.model, masks)
@@ -107,7 +120,7 @@ class FixedDensityRun(MethodRun):
                 info["given_cost"] = growth + 1.0
                 given = (growth + 1.0) * full
             else:
-                flops_per_epoch = self.ledger.train_flops_per_sample * len(self.ctx.data.train_x)
+                flops_per_epoch = self.ledger.train_flops_per_sample * self.ctx.data.num_train
                 growth = reference_growth_cost(ref, d, "cost_flops")
                 info["given_cost"] = growth + flops_per_epoch * full
                 given = growth / flops_per_epoch + full
@@ -118,6 +131,9 @@ class FixedDensityRun(MethodRun):
         return info
 
     def execute(self) -> None:
+        if self.state.get("not_applicable"):
+            self.ctx.progress(f"nothing to train: {self.state['not_applicable']}")
+            return
         if self.state["budget"] is None:
             self.state["budget"] = self.resolve_budget()
         self.ledger.budget = dict(self.state["budget"])
@@ -133,7 +149,8 @@ class FixedDensityRun(MethodRun):
     def summary_fields(self) -> dict:
         point = next((c for c in self.state["curve"] if c.get("point") == "train"), None)
         return {
-            "density": self.current_density(),
+            "density": self.current_density() if not self.state.get("not_applicable") else None,
+            "not_applicable": self.state.get("not_applicable"),
             "test_accuracy": point["test_accuracy"] if point else None,
             "val_accuracy": point["val_accuracy"] if point else None,
             "cost": {

@@ -60,7 +60,7 @@ class RunContext:
         if self.device.type == "cpu" and cfg.trainer.cpu_threads > 0:
             torch.set_num_threads(int(cfg.trainer.cpu_threads))
         self.data: DatasetSplits = build_dataset(cfg.dataset).to(self.device)
-        self.example_input = self.data.train_x[:1]
+        self.example_input = self.data.example_input()
         self._segment_start = time.perf_counter()
         from growth.loggers import build_logger
 
@@ -77,7 +77,7 @@ class RunContext:
 
     def new_ledger(self, model: torch.nn.Module) -> CostLedger:
         layer_flops, other = forward_flops_per_sample(model, self.example_input, growable_weight_names(model))
-        return CostLedger(len(self.data.train_x), self.cfg.trainer.epochs, layer_flops, other)
+        return CostLedger(self.data.num_train, self.cfg.trainer.epochs, layer_flops, other)
 
     def progress(self, message: str) -> None:
         if self.cfg.output.progress:

@@ -32,7 +32,10 @@ TERMINAL_STATUSES = ("finished", "diverged")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 # Keys that never change what a run computes: excluded from the run's identity.
-_IDENTITY_EXCLUDED = ("output", "logger", "trainer.device", "trainer.cpu_threads")
+_IDENTITY_EXCLUDED = (
+    "output", "logger", "trainer.device", "trainer.cpu_threads", "dry_run",
+    "dataset.root", "dataset.download", "dataset.num_workers",
+)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from growth import records
 from growth.config import validate
+from growth.data import check_dataset
 from growth.errors import ConfigError, DivergedError
 from growth.methods import METHODS, RunContext, load_methods
 
@@ -39,6 +40,7 @@ def prepare(cfg: DictConfig) -> tuple[Path, type]:
     if cfg.method.name not in methods:
         raise ConfigError(f"method.name={cfg.method.name!r} is unknown: valid are {sorted(methods)}")
     method_cls = methods[cfg.method.name]
+    check_dataset(cfg.dataset)  # files present and readable, before any run directory exists
     return records.run_dir_for(cfg), method_cls
 
 

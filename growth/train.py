@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from growth.cost import CostLedger
-from growth.data import DatasetSplits, TensorBatches
+from growth.data import DatasetSplits
 from growth.errors import ConfigError, DivergedError
 from growth.masks import apply_masks, mask_gradients, mask_optimizer_state
 
@@ -96,7 +96,7 @@ class Engine:
         self.ledger = ledger
         self.masks = masks
         self.callbacks = list(callbacks)
-        self.batches = TensorBatches(data.train_x, data.train_y, trainer_cfg.batch_size, data_generator)
+        self.batches = data.train_batches(trainer_cfg.batch_size, data_generator)
         self.loss_fn = nn.CrossEntropyLoss()
         self.step = 0  # optimizer steps taken by this engine in the current phase
         self.stop_requested = False
@@ -121,7 +121,7 @@ class Engine:
         model, masks = self.model, self.masks
         model.train()
         self.stop_requested = False
-        loss_sum = torch.zeros((), device=self.data.train_x.device)
+        loss_sum = torch.zeros((), device=self.data.device)
         # Non-finite losses are tracked on the device and checked once per epoch, so the step
         # itself never waits for the host.
         first_bad = torch.full((), -1, dtype=torch.long, device=loss_sum.device)
@@ -157,16 +157,15 @@ class Engine:
 
     @torch.no_grad()
     def evaluate(self, split: str = "val") -> dict[str, float]:
-        x, y = getattr(self.data, f"{split}_x"), getattr(self.data, f"{split}_y")
+        n = len(getattr(self.data, f"{split}_y"))
         was_training = self.model.training
         self.model.eval()
-        correct = torch.zeros((), dtype=torch.long, device=x.device)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
-        for start in range(0, len(x), self.cfg.eval_batch_size):
-            xb, yb = x[start : start + self.cfg.eval_batch_size], y[start : start + self.cfg.eval_batch_size]
+        correct = torch.zeros((), dtype=torch.long, device=self.data.device)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.data.device)
+        for xb, yb in self.data.eval_batches(split, self.cfg.eval_batch_size):
             out = self.model(xb)
             correct += (out.argmax(dim=1) == yb).sum()
             loss_sum += nn.functional.cross_entropy(out, yb, reduction="sum").double()
         self.model.train(was_training)
-        n = max(len(x), 1)
+        n = max(n, 1)
         return {"accuracy": int(correct) / n, "loss": float(loss_sum) / n}
