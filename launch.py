@@ -5,6 +5,7 @@ With no arguments it runs the embedded default: PWMPR on scikit-learn's digits w
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import hydra
@@ -14,6 +15,7 @@ from growth.config import register_configs
 from growth.errors import ConfigError
 
 register_configs()
+log = logging.getLogger("growth")
 
 
 def format_summary(summary: dict) -> str:
@@ -52,13 +54,30 @@ def format_summary(summary: dict) -> str:
 def main(cfg: DictConfig) -> dict:
     from growth.run import run
 
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     try:
         if cfg.study.name is not None:
             return run_study(cfg)
+        if cfg.dry_run:
+            from growth.records import run_dir_for
+            from growth.run import prepare
+
+            prepare(cfg)
+            print(f"dry run: would run {cfg.method.name} in {run_dir_for(cfg)}")
+            return {"status": "dry run"}
         summary = run(cfg)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except Exception as exc:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise
+        # In a sweep one failed run must not hide the others: its summary.json says "failed",
+        # and the sweep report lists it.
+        log.exception("run failed")
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
     print(format_summary(summary), flush=True)
     return summary
 
@@ -73,6 +92,8 @@ def run_study(cfg: DictConfig) -> list:
     validate(cfg)
     study = Study(cfg, lambda overrides: compose(config_name="config", overrides=overrides), HydraConfig.get().overrides.task)
     jobs = study.run()
+    if cfg.dry_run or (cfg.study.executor == "slurm" and not cfg.study.wait):
+        return jobs
     print(f"study {cfg.study.name}: {len(jobs)} runs, records in {study.dir}")
     print(study_table(jobs, cfg.study.reference), flush=True)
     return jobs

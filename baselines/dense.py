@@ -9,6 +9,7 @@ from growth.methods import register_method
 @register_method("dense")
 class DenseRun(FixedDensityRun):
     def initial_state(self) -> dict:
+        self.density_target = 1.0
         self.masks = None  # no masks: every weight trains
         return {"budget": None}
 

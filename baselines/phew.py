@@ -236,4 +236,4 @@ class PhewRun(FixedDensityRun):
     """PHEW masks at `method.density` on the initial weights, then training."""
 
     def build_masks(self) -> Masks:
-        return phew_masks(self.model, self.cfg.method.density, self.gens["grow"], self.ctx.example_input)
+        return phew_masks(self.model, self.density_target, self.gens["grow"], self.ctx.example_input)

@@ -103,7 +103,7 @@ class RiglUpdater(Callback):
 class RiglRun(FixedDensityRun):
     def build_masks(self) -> Masks:
         shapes = {n: tuple(p.shape) for n, p in growable_parameters(self.model).items()}
-        target = self.cfg.method.density
+        target = self.density_target
         layer = erk_densities(shapes, target) if self.cfg.method.distribution == "erk" else {n: target for n in shapes}
         return random_layer_masks(self.model, layer, self.gens["grow"])
 

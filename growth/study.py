@@ -39,6 +39,7 @@ class Job:
     stage: int
     depends_on: list[str] = field(default_factory=list)
     run_dir: str | None = None
+    job_id: str | None = None
     status: str = "planned"
     error: str | None = None
     seconds: float | None = None
@@ -70,25 +71,37 @@ def plan_independent(st) -> list[Job]:
     return jobs
 
 
-def plan_matched(st, reference_dirs: dict[int, Path]) -> list[Job]:
-    """Fixed-density runs at the reference's snapshot densities (up to max_density)."""
+def plan_matched(st, seed: int, reference_dir: Path, rounds: int, depends_on: list[str]) -> list[Job]:
+    """Fixed-density runs at the densities of the reference's rounds 0..rounds-1, each with its
+    budget matched to the reference at that density (budget.snapshot names the round)."""
     jobs = []
-    for seed, ref in reference_dirs.items():
-        with open(ref / "rounds.csv", newline="") as f:
-            densities = [float(r["density"]) for r in csv.DictReader(f)]
-        for m in st.matched_methods:
-            for d in densities:
-                if d > st.max_density + 1e-12:
-                    continue
-                jobs.append(
-                    Job(
-                        f"{m}/s{seed}/d{d:.5f}",
-                        [f"method={m}", f"seed={seed}", f"method.density={d!r}", f"budget.match={st.reference}", f"budget.reference={ref}"],
-                        2,
-                        depends_on=[f"{st.reference}/s{seed}"],
-                    )
+    for m in st.matched_methods:
+        for k in range(rounds):
+            jobs.append(
+                Job(
+                    f"{m}/s{seed}/r{k:03d}",
+                    [f"method={m}", f"seed={seed}", f"budget.match={st.reference}", f"budget.reference={reference_dir}", f"budget.snapshot={k}"],
+                    2,
+                    depends_on=list(depends_on),
                 )
+            )
     return jobs
+
+
+def finished_rounds(run_dir: Path) -> int:
+    with open(Path(run_dir) / "rounds.csv", newline="") as f:
+        return len(list(csv.DictReader(f)))
+
+
+def predicted_rounds(cfg: DictConfig) -> int:
+    """How many rounds a growth run of this config can have at most (an upper bound: growth
+    densities are geometric, capped by max_density and max_rounds)."""
+    g = cfg.growth
+    d, n = g.seed_density, 1
+    while d < g.max_density and n < g.max_rounds:
+        d = min(d * g.growth_ratio, g.max_density)
+        n += 1
+    return n + 1  # one spare round: edge counts round, a run may take one step more
 
 
 def _run_one(cfg: DictConfig) -> dict:
@@ -121,25 +134,39 @@ class Study:
         for job in plan_independent(self.st):
             prepare(self.job_config(job))
 
+    def reference_job(self, seed: int) -> Job | None:
+        return next((j for j in self.jobs if j.label == f"{self.st.reference}/s{seed}"), None)
+
     def run(self) -> list[Job]:
         self.check()
+        if self.st.executor == "slurm":
+            from growth.slurm import SlurmStudyExecutor
+
+            return SlurmStudyExecutor(self).run()
         started = time.time()
         stage1 = plan_independent(self.st)
         self.jobs = list(stage1)
+        if self.cfg.dry_run:
+            return self.print_plan()
         self.execute(stage1)
-        refs = {}
         for seed in self.st.seeds:
-            ref = next(j for j in stage1 if j.label == f"{self.st.reference}/s{seed}") if self.st.reference in self.st.growth_methods else None
+            ref = self.reference_job(seed)
             if ref is not None and _finished(ref):
-                refs[seed] = Path(ref.run_dir)
-        stage2 = plan_matched(self.st, refs)
-        for seed in self.st.seeds:
-            if seed not in refs:
+                stage2 = plan_matched(self.st, seed, Path(ref.run_dir), finished_rounds(Path(ref.run_dir)), [ref.label])
+                self.jobs.extend(stage2)
+                self.execute(stage2)
+            else:
                 for m in self.st.matched_methods:
                     self.jobs.append(Job(f"{m}/s{seed}", [], 2, [f"{self.st.reference}/s{seed}"], status="not run: reference did not finish"))
-        self.jobs.extend(stage2)
-        self.execute(stage2)
         self.write(time.time() - started)
+        return self.jobs
+
+    def print_plan(self) -> list[Job]:
+        print(f"dry run: study {self.st.name} would run {len(self.jobs)} jobs in stage 1, then "
+              f"{', '.join(self.st.matched_methods)} at each density of {self.st.reference} with matched budgets:")
+        for job in self.jobs:
+            cfg = self.job_config(job)
+            print(f"  stage {job.stage}  {job.label:28s} {' '.join(job.overrides)}  ->  {records.run_dir_for(cfg)}")
         return self.jobs
 
     def execute(self, jobs: list[Job]) -> None:
@@ -186,7 +213,12 @@ class Study:
 
 
 def _finished(job: Job) -> bool:
-    return job.run_dir is not None and (job.status == "finished" or job.status.startswith("skipped"))
+    if job.run_dir is None:
+        return False
+    if job.status == "finished" or job.status.startswith("skipped"):
+        return True
+    summary = records.read_summary(job.run_dir)  # a SLURM job reports through its records
+    return bool(summary) and summary.get("status") == "finished"
 
 
 def study_table(jobs: Sequence[Job], reference_method: str | None = None) -> str:
@@ -199,6 +231,8 @@ def study_table(jobs: Sequence[Job], reference_method: str | None = None) -> str
             notes.append(f"{job.label}: {job.status}" + (f" ({job.error})" if job.error else ""))
             continue
         summary = records.read_summary(job.run_dir) or {}
+        if summary.get("not_applicable"):
+            continue
         with open(Path(job.run_dir) / "curve.csv", newline="") as f:
             for row in csv.DictReader(f):
                 by_method.setdefault(method, []).append(

@@ -1,0 +1,74 @@
+"""Hydra callbacks for multirun sweeps: validate every job before anything is launched, print
+the jobs for a dry run, and report how each run ended."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from hydra.core.utils import JobReturn
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+
+def sweep_job_overrides(config: DictConfig) -> list[list[str]]:
+    """The override list of every job of the sweep, expanded as Hydra's basic sweeper does."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    parsed = parser.parse_overrides(list(config.hydra.overrides.task))
+    batches = BasicSweeper.split_arguments(parsed, None)
+    return [list(job) for batch in batches for job in batch]
+
+
+def compose_job(overrides: list[str]) -> DictConfig:
+    from hydra import compose
+
+    return compose(config_name="config", overrides=overrides)
+
+
+class SweepCallback(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from growth.errors import ConfigError
+        from growth.records import run_dir_for
+        from growth.run import prepare
+
+        jobs = sweep_job_overrides(config)
+        problems = []
+        planned = []
+        for overrides in jobs:
+            try:
+                cfg = compose_job(overrides)
+                prepare(cfg)
+                planned.append((overrides, str(run_dir_for(cfg))))
+            except ConfigError as exc:
+                problems.append(f"job {' '.join(overrides)}: {exc}")
+        if problems:
+            print("error: the sweep was not launched:\n" + "\n".join(problems), file=sys.stderr)
+            sys.exit(2)
+        if config.get("dry_run"):
+            launcher = OmegaConf.to_container(config.hydra.launcher, resolve=True)
+            resources = {k: v for k, v in launcher.items() if k not in ("_target_", "setup") and v not in (None, {}, [])}
+            print(f"dry run: {len(planned)} jobs would be launched with {resources}")
+            for overrides, run_dir in planned:
+                print(f"  {' '.join(overrides) or '(defaults)'}  ->  {run_dir}")
+            sys.exit(0)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from growth.records import read_summary, run_dir_for
+
+        lines = []
+        counts: dict[str, int] = {}
+        for overrides in sweep_job_overrides(config):
+            run_dir = run_dir_for(compose_job(overrides))
+            summary = read_summary(run_dir) or {}
+            status = summary.get("status", "missing")
+            counts[status] = counts.get(status, 0) + 1
+            detail = f"  ({summary.get('error')})" if summary.get("error") else ""
+            lines.append(f"  {status:9s} {' '.join(overrides)}  ->  {run_dir}{detail}")
+        print("sweep report: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        print("\n".join(lines), flush=True)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        pass

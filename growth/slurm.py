@@ -1,0 +1,147 @@
+"""Studies on SLURM through submitit: every run is a job; the study's order is expressed as SLURM
+job dependencies, so nothing waits on the submitting machine.
+
+Stage 1 (dense, the growth methods, IMP-C) is submitted as independent jobs. The matched-budget
+runs (PHEW, RigL at each density of the reference run) are submitted at the same time with
+``--dependency=afterok:<reference job>``: SLURM holds them until the reference succeeded. Their
+densities are not known before the reference has run, so each names a round of the reference
+(``budget.snapshot=k``) for as many rounds as the reference can have; a round the reference never
+reached makes that run a no-op that says so. Runs that already finished are not submitted again.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import submitit
+from omegaconf import DictConfig, OmegaConf
+
+from growth import records
+
+
+class RunJob(submitit.helpers.Checkpointable):
+    """A run as a SLURM job. On preemption or time-out submitit calls ``checkpoint`` (inherited),
+    which requeues the same call; the run then resumes from its own last checkpoint."""
+
+    def __call__(self, cfg: DictConfig) -> dict:
+        from growth.run import run
+
+        return run(cfg)
+
+
+def make_executor(st, folder: Path, name: str, dependency: str | None = None) -> submitit.AutoExecutor:
+    res = OmegaConf.to_container(st.slurm, resolve=True)
+    executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm", slurm_max_num_timeout=res["max_num_timeout"])
+    extra = dict(res["additional_parameters"] or {})
+    params = {
+        "name": name,
+        "timeout_min": res["time_min"],
+        "gpus_per_node": res["gpus_per_node"],
+        "cpus_per_task": res["cpus_per_task"],
+        "mem_gb": res["mem_gb"],
+        "slurm_additional_parameters": extra,
+    }
+    if dependency:
+        params["slurm_dependency"] = dependency
+    for key in ("partition", "account", "qos", "constraint"):
+        if res[key]:
+            params[f"slurm_{key}"] = res[key]
+    executor.update_parameters(**params)
+    return executor
+
+
+def squeue_reason(job_id: str) -> str:
+    out = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T %r"], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+class SlurmStudyExecutor:
+    def __init__(self, study):
+        self.study = study
+        self.st = study.st
+        self.folder = Path(self.st.slurm.folder or Path(study.cfg.output.root) / "slurm")
+        self.handles: dict[str, submitit.Job] = {}
+
+    def submit(self, job, dependency_ids: list[str]) -> None:
+        cfg = self.study.job_config(job)
+        job.run_dir = str(records.run_dir_for(cfg))
+        summary = records.read_summary(job.run_dir)
+        if summary and summary.get("status") in records.TERMINAL_STATUSES:
+            job.status = f"skipped (already {summary['status']})"
+            return
+        dependency = "afterok:" + ":".join(dependency_ids) if dependency_ids else None
+        handle = make_executor(self.st, self.folder, job.label, dependency).submit(RunJob(), cfg)
+        job.job_id = str(handle.job_id)
+        job.status = "submitted" + (f" (after {dependency})" if dependency else "")
+        self.handles[job.label] = handle
+
+    def run(self) -> list:
+        from growth.study import finished_rounds, plan_independent, plan_matched, predicted_rounds
+
+        study = self.study
+        study.jobs = plan_independent(self.st)
+        for seed in self.st.seeds:
+            ref = study.reference_job(seed)
+            if ref is None:
+                continue
+            ref_cfg = study.job_config(ref)
+            ref_dir = records.run_dir_for(ref_cfg)
+            summary = records.read_summary(ref_dir)
+            done = bool(summary) and summary.get("status") == "finished"
+            rounds = finished_rounds(ref_dir) if done else predicted_rounds(ref_cfg)
+            study.jobs.extend(plan_matched(self.st, seed, ref_dir, rounds, [] if done else [ref.label]))
+        if study.cfg.dry_run:
+            return self.print_plan()
+        for job in study.jobs:
+            deps = [study_job.job_id for study_job in study.jobs if study_job.label in job.depends_on and study_job.job_id]
+            self.submit(job, deps)
+        study.write(None)
+        submitted = [j for j in study.jobs if j.job_id]
+        print(f"study {self.st.name}: submitted {len(submitted)} SLURM jobs "
+              f"({len(study.jobs) - len(submitted)} already finished); records in {study.dir}")
+        for job in study.jobs:
+            print(f"  {job.job_id or '-':>8}  {job.label:28s} {job.status}")
+        print("follow them with:  squeue -u $USER    (held jobs show the reason 'Dependency')\n"
+              f"results and the table:  python launch.py {' '.join(study.base)} study={self.st.name} "
+              f"study.executor=slurm study.wait=true  (resubmits nothing that finished)")
+        if self.st.wait:
+            self.wait()
+        return study.jobs
+
+    def print_plan(self) -> list:
+        study = self.study
+        res = OmegaConf.to_container(self.st.slurm, resolve=True)
+        print(f"dry run: study {self.st.name} would submit {len(study.jobs)} SLURM jobs with {res}")
+        for job in study.jobs:
+            dep = f"  after {', '.join(job.depends_on)} succeeded" if job.depends_on else ""
+            print(f"  {job.label:28s} {' '.join(job.overrides)}{dep}")
+        return study.jobs
+
+    def wait(self) -> None:
+        """Report each job as it ends; a job held by a failed dependency is reported, not hidden."""
+        study = self.study
+        pending = dict(self.handles)
+        started = time.time()
+        while pending:
+            for label, handle in list(pending.items()):
+                job = next(j for j in study.jobs if j.label == label)
+                state = squeue_reason(handle.job_id)
+                if state and "DependencyNeverSatisfied" not in state:
+                    continue  # still queued or running
+                summary = records.read_summary(job.run_dir) or {}
+                if "DependencyNeverSatisfied" in state:
+                    subprocess.run(["scancel", str(handle.job_id)], check=False)
+                    job.status = "not run: its dependency failed"
+                elif summary.get("status") in ("finished", "diverged", "failed"):
+                    job.status = summary["status"]
+                    job.error = summary.get("error")
+                else:
+                    job.status = "ended without records (cancelled or killed)"
+                print(f"  [{time.time() - started:7.0f} s] {label}: {job.status}" + (f" ({job.error})" if job.error else ""), flush=True)
+                del pending[label]
+            study.write(None)
+            if pending:
+                time.sleep(self.st.poll_seconds)
+        study.write(time.time() - started)
