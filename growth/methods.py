@@ -81,8 +81,11 @@ class RunContext:
 
     def progress(self, message: str) -> None:
         if self.cfg.output.progress:
-            log.info(message)
-            if not logging.getLogger().handlers:
+            # Under Hydra the logging setup shows INFO; elsewhere (a bare SLURM job, a script)
+            # progress goes to stdout.
+            if log.isEnabledFor(logging.INFO) and logging.getLogger().handlers:
+                log.info(message)
+            else:
                 print(message, flush=True)
 
     def elapsed(self) -> float:

@@ -33,7 +33,7 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 # Keys that never change what a run computes: excluded from the run's identity.
 _IDENTITY_EXCLUDED = (
-    "output", "logger", "trainer.device", "trainer.cpu_threads", "dry_run",
+    "output", "logger", "trainer.device", "trainer.cpu_threads", "dry_run", "study",
     "dataset.root", "dataset.download", "dataset.num_workers",
 )
 

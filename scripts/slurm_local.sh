@@ -28,6 +28,8 @@ cat > /etc/slurm/slurm.conf <<CONF
 ClusterName=local
 SlurmctldHost=${host}
 AuthType=auth/munge
+# A requeued job waits for its old credential to expire before it starts again: keep that short.
+AuthInfo=cred_expire=15
 SlurmUser=root
 SlurmctldPort=6817
 SlurmdPort=6818

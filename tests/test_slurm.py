@@ -1,0 +1,160 @@
+"""Sweeps, studies and preemption on a real SLURM cluster (started by .ci/run, or by
+scripts/slurm_local.sh), and the same paths through submitit's local executor.
+
+In CI the cluster must be there: a missing one fails loudly instead of skipping."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FAST, REPO, compose_cfg
+from tests.test_run import comparable_records
+
+pytestmark = pytest.mark.slow
+
+# Small jobs that fit the one CPU node: no GPU, one CPU, little memory.
+SLURM_ENV = {"GROWTH_SLURM_GPUS": "0", "GROWTH_SLURM_CPUS": "1", "GROWTH_SLURM_MEM_GB": "1", "GROWTH_SLURM_TIME_MIN": "20"}
+
+
+def slurm_available() -> bool:
+    if shutil.which("sbatch") is None:
+        return False
+    out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    return out.returncode == 0 and "idle" in out.stdout or "mix" in out.stdout or "alloc" in out.stdout
+
+
+@pytest.fixture(params=["slurm", "local"])
+def cluster(request):
+    if request.param == "slurm" and not slurm_available():
+        if os.environ.get("CI"):
+            raise RuntimeError("CI is set but no SLURM cluster answers (sinfo): .ci/run must start it")
+        pytest.skip("no SLURM cluster here: run scripts/slurm_local.sh to start one")
+    return request.param
+
+
+def launch(args, timeout=600, env_extra=None):
+    env = {**os.environ, **SLURM_ENV, **(env_extra or {})}
+    return subprocess.run([sys.executable, str(REPO / "launch.py"), *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def summaries(root: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in root.glob("*/summary.json")}
+
+
+def test_multirun_of_three_runs_through_the_launcher(cluster, tmp_path):
+    proc = launch(["-m", "seed=0,1,2", f"hydra/launcher={cluster}", f"output.root={tmp_path}", *FAST])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    found = summaries(tmp_path)
+    assert sorted(s["seed"] for s in found.values()) == [0, 1, 2]
+    assert all(s["status"] == "finished" for s in found.values())
+    assert "sweep report: 3 finished" in proc.stdout
+    if cluster == "slurm":
+        assert len(list((tmp_path / "slurm").glob("*/*_submitted.pkl"))) == 3, "a job array went through sbatch"
+
+
+def test_a_diverging_run_does_not_stop_the_sweep_and_is_reported(cluster, tmp_path):
+    proc = launch(["-m", "trainer.round_lr=1e30,0.05", "trainer.momentum=0", f"hydra/launcher={cluster}", f"output.root={tmp_path}", *FAST])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    statuses = sorted(s["status"] for s in summaries(tmp_path).values())
+    assert statuses == ["diverged", "finished"]
+    assert "1 diverged, 1 finished" in proc.stdout
+
+
+def test_bad_sweep_is_rejected_before_anything_is_submitted(tmp_path):
+    proc = launch(["-m", "seed=0,1", "growth.growth_ratio=1.5,0.9", "hydra/launcher=slurm", f"output.root={tmp_path}"])
+    assert proc.returncode == 2
+    assert "growth.growth_ratio" in proc.stderr and "not launched" in proc.stderr
+    assert not (tmp_path / "slurm").exists()
+
+
+def test_dry_run_prints_jobs_and_resources_and_submits_nothing(tmp_path):
+    proc = launch(["-m", "method=pwmpr,rg", "dry_run=true", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", f"output.root={tmp_path}"])
+    assert proc.returncode == 0, proc.stderr
+    assert "2 jobs would be launched" in proc.stdout and "'partition': 'gpu'" in proc.stdout
+    assert "method=rg" in proc.stdout
+    assert not list(tmp_path.glob("*/summary.json")) and not (tmp_path / "slurm").exists()
+
+
+STUDY = ["study=compare", *FAST, "growth.max_rounds=3", "study.max_density=0.02", "study.matched_methods=[phew]",
+         "study.baselines=[dense]", "study.growth_methods=[pwmpr]", "trainer.epochs=8"]
+
+
+def test_study_on_slurm_holds_matched_jobs_until_the_reference_succeeded(tmp_path):
+    if not slurm_available():
+        if os.environ.get("CI"):
+            raise RuntimeError("CI is set but no SLURM cluster answers (sinfo)")
+        pytest.skip("no SLURM cluster here")
+    proc = launch([*STUDY, "study.executor=slurm", f"output.root={tmp_path}"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    study = json.loads(next((tmp_path / "studies").glob("compare-*/study.json")).read_text())
+    jobs = {j["label"]: j for j in study["jobs"]}
+    ref = jobs["pwmpr/s0"]
+    matched = [j for j in study["jobs"] if j["label"].startswith("phew/")]
+    assert matched and all(j["job_id"] for j in matched)
+    # Right after submission the matched jobs are held by their dependency on the reference.
+    held = subprocess.run(["squeue", "-h", "-o", "%i %r", "-j", ",".join(j["job_id"] for j in matched)], capture_output=True, text=True).stdout
+    ref_done = (Path(ref["run_dir"]) / "summary.json").exists() and json.loads((Path(ref["run_dir"]) / "summary.json").read_text())["status"] == "finished"
+    assert ref_done or "Dependency" in held, held
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        if subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip() == "":
+            break
+        time.sleep(2)
+    ref_summary = Path(ref["run_dir"]) / "summary.json"
+    ref_end = ref_summary.stat().st_mtime
+    ran = 0
+    for j in matched:
+        summary = json.loads((Path(j["run_dir"]) / "summary.json").read_text())
+        assert summary["status"] == "finished"
+        assert (Path(j["run_dir"]) / "config.yaml").stat().st_mtime >= ref_end - 1, "a matched run started before its reference ended"
+        ran += 0 if summary.get("not_applicable") else 1
+    assert ran == 3, "one matched run per round of the reference (3 rounds)"
+    # Relaunched, the study submits nothing new.
+    again = launch([*STUDY, "study.executor=slurm", f"output.root={tmp_path}"])
+    assert "submitted 0 SLURM jobs" in again.stdout, again.stdout
+
+
+def test_preempted_job_resumes_and_ends_like_an_uninterrupted_run(tmp_path):
+    import submitit
+
+    from growth.records import load_checkpoint, run_dir_for
+    from growth.run import run
+    from growth.slurm import RunJob
+
+    # SLURM only: submitit's local executor does not deliver its test preemption signal to the
+    # task here; a killed local run is covered by tests/test_run.py (SIGKILL and relaunch).
+    if not slurm_available():
+        if os.environ.get("CI"):
+            raise RuntimeError("CI is set but no SLURM cluster answers (sinfo)")
+        pytest.skip("no SLURM cluster here")
+    cluster = "slurm"
+    overrides = [*FAST, "growth.max_rounds=8", "growth.timing.epochs=3", "trainer.epochs=30", "output.progress=true"]
+    cfg = compose_cfg(overrides, tmp_path=tmp_path / "preempted")
+    reference = compose_cfg(overrides, tmp_path=tmp_path / "reference")
+    run(reference)
+    os.environ.update(SLURM_ENV)
+    executor = submitit.AutoExecutor(folder=str(tmp_path / "jobs"), cluster=cluster, slurm_max_num_timeout=3)
+    executor.update_parameters(timeout_min=20, cpus_per_task=1, mem_gb=1, gpus_per_node=0)
+    job = executor.submit(RunJob(), cfg)
+    run_dir = run_dir_for(cfg)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        ckpt = load_checkpoint(run_dir) if (run_dir / "checkpoint.pt").exists() else None
+        if ckpt is not None and ckpt["state"]["round"] >= 2:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the job never reached round 2")
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "running"
+    job._interrupt()  # the preemption signal: submitit checkpoints and requeues the job
+    summary = job.result()
+    assert summary["status"] == "finished"
+    log = "\n".join(p.read_text() for p in (tmp_path / "jobs").glob("*_log.*"))
+    assert "resuming" in log, "the requeued job resumed from its checkpoint"
+    assert comparable_records(run_dir) == comparable_records(run_dir_for(reference))
