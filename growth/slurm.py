@@ -145,3 +145,4 @@ class SlurmStudyExecutor:
             if pending:
                 time.sleep(self.st.poll_seconds)
         study.write(time.time() - started)
+        study.report()

@@ -125,6 +125,8 @@ class Study:
         extra = list(self.st.method_overrides.get(method, []))
         cfg = self.compose([*self.base, *job.overrides, *extra])
         cfg.output.progress = False if self.st.workers > 1 else cfg.output.progress
+        if cfg.logger.name == "wandb" and cfg.logger.group is None:
+            cfg.logger.group = self.dir.name  # the study is one group on the dashboard
         return cfg
 
     def check(self) -> None:
@@ -159,7 +161,18 @@ class Study:
                 for m in self.st.matched_methods:
                     self.jobs.append(Job(f"{m}/s{seed}", [], 2, [f"{self.st.reference}/s{seed}"], status="not run: reference did not finish"))
         self.write(time.time() - started)
+        self.report()
         return self.jobs
+
+    def report(self) -> None:
+        """Figures, tables and the HTML report of what the study produced."""
+        try:
+            from analysis import write_report
+
+            written = write_report(self.dir, self.dir / "analysis")
+            log.info("study %s: analysis written to %s (%d files)", self.st.name, self.dir / "analysis", len(written))
+        except Exception as exc:  # the records stand; a plotting problem never fails a study
+            log.warning("study %s: analysis report not written: %s", self.st.name, exc)
 
     def print_plan(self) -> list[Job]:
         print(f"dry run: study {self.st.name} would run {len(self.jobs)} jobs in stage 1, then "

@@ -1,0 +1,133 @@
+"""Accuracy and cost per method at chosen densities and at each growth method's discovered
+density: seeds' mean and standard deviation, as a DataFrame and as Markdown, CSV and LaTeX.
+
+A method's value at a target density d is its finished curve point nearest to d in log density,
+taken only when that point lies within a factor ``tolerance`` of d (default 1.12: half of the
+default growth step 1.25, since sqrt(1.25) = 1.118; growth snapshots and IMP-C levels, both
+spaced by x1.25, then always have a point within reach, and nothing farther is passed off as d).
+One point per seed; the statistics are over seeds (std with ddof=1, empty for one seed).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from analysis.load import GROWTH_METHODS
+from analysis.plots import curve_points, name
+
+DEFAULT_DENSITIES = (0.1, 0.2)
+DEFAULT_TOLERANCE = 1.12
+TABLE_COLUMNS = [
+    "dataset", "model", "method", "variant", "at", "seeds", "density_mean", "density_std",
+    "test_accuracy_mean", "test_accuracy_std", "cost_epochs_mean", "cost_epochs_std",
+]
+
+
+def _stats(values: Sequence[float]) -> tuple[float, float]:
+    arr = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    if arr.size == 0:
+        return math.nan, math.nan
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else math.nan
+
+
+def _row(key, at: str, picked: pd.DataFrame) -> dict:
+    dataset, model, method, variant = key
+    d_mean, d_std = _stats(picked["density"].tolist())
+    a_mean, a_std = _stats(picked["test_accuracy"].tolist())
+    c_mean, c_std = _stats(picked["cost_epochs"].tolist())
+    return {
+        "dataset": dataset, "model": model, "method": method, "variant": variant, "at": at,
+        "seeds": int(picked["seed"].nunique()), "density_mean": d_mean, "density_std": d_std,
+        "test_accuracy_mean": a_mean, "test_accuracy_std": a_std, "cost_epochs_mean": c_mean, "cost_epochs_std": c_std,
+    }
+
+
+def density_table(table: pd.DataFrame, densities: Sequence[float] = DEFAULT_DENSITIES,
+                  tolerance: float = DEFAULT_TOLERANCE) -> pd.DataFrame:
+    """One row per (dataset, model, method, variant) and target: each target density, the
+    growth methods' discovered density, and dense at its own density (the reference)."""
+    if tolerance < 1:
+        raise ValueError(f"tolerance is a density factor >= 1, got {tolerance}")
+    pts = curve_points(table)
+    rows = []
+    order = {m: i for i, m in enumerate([*GROWTH_METHODS, "imp_c", "rigl", "phew", "dense"])}
+    groups = pts.groupby(["dataset", "model", "method", "variant"], sort=False)
+    keys = sorted(groups.groups, key=lambda k: (k[0], k[1], order.get(k[2], len(order)), k[2], k[3]))
+    for key in keys:
+        g = groups.get_group(key)
+        if key[2] == "dense":
+            rows.append(_row(key, "reference (dense)", g))
+            continue
+        for target in densities:
+            picked = []
+            for _, per_seed in g.groupby("seed"):
+                dist = (np.log(per_seed["density"]) - math.log(target)).abs()
+                best = dist.idxmin()
+                if dist[best] <= math.log(tolerance) + 1e-12:
+                    picked.append(per_seed.loc[best])
+            if picked:
+                rows.append(_row(key, f"{100 * target:g}%", pd.DataFrame(picked)))
+        disc = g[g["discovered"] & (g["phase"] == "extensive")]
+        if key[2] in GROWTH_METHODS and not disc.empty:
+            rows.append(_row(key, "discovered", disc))
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def _pm(mean: float, std: float, scale: float, digits: int, latex: bool = False) -> str:
+    if math.isnan(mean):
+        return "-"
+    text = f"{scale * mean:.{digits}f}"
+    if not math.isnan(std):
+        text += (r" $\pm$ " if latex else " ± ") + f"{scale * std:.{digits}f}"
+    return text
+
+
+def display_rows(dt: pd.DataFrame, latex: bool = False) -> tuple[list[str], list[list[str]]]:
+    multi = dt[["dataset", "model"]].drop_duplicates().shape[0] > 1
+    header = (["dataset / model"] if multi else []) + ["method", "at", "seeds", "density (%)", "test accuracy (%)",
+                                                         "cost (dense runs)"]
+    body = []
+    for r in dt.itertuples():
+        label = name(r.method) + (f" [{r.variant}]" if r.variant else "")
+        cells = ([f"{r.dataset} / {r.model}"] if multi else []) + [
+            label, r.at, str(r.seeds), _pm(r.density_mean, r.density_std, 100, 2, latex),
+            _pm(r.test_accuracy_mean, r.test_accuracy_std, 100, 2, latex), _pm(r.cost_epochs_mean, r.cost_epochs_std, 1, 2, latex),
+        ]
+        body.append(cells)
+    return header, body
+
+
+def to_markdown(dt: pd.DataFrame) -> str:
+    header, body = display_rows(dt)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body]
+    return "\n".join(lines) + "\n"
+
+
+def _latex_escape(text: str) -> str:
+    if "$" in text:  # already LaTeX (the ± cells)
+        return text.replace("%", r"\%")
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("{", r"\{"), ("}", r"\}")):
+        text = text.replace(a, b)
+    return text
+
+
+def to_latex(dt: pd.DataFrame, caption: str = "") -> str:
+    """A booktabs tabular (needs \\usepackage{booktabs})."""
+    header, body = display_rows(dt, latex=True)
+    lines = [
+        "% needs \\usepackage{booktabs}",
+        "\\begin{table}[t]", "\\centering",
+        "\\begin{tabular}{" + "l" * (len(header) - 4) + "rrrr" + "}", "\\toprule",
+        " & ".join(_latex_escape(h) for h in header) + " \\\\", "\\midrule",
+    ]
+    lines += [" & ".join(_latex_escape(c) for c in cells) + " \\\\" for cells in body]
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    if caption:
+        lines.append("\\caption{" + _latex_escape(caption) + "}")
+    lines.append("\\end{table}")
+    return "\n".join(lines) + "\n"
