@@ -30,7 +30,7 @@ from growth.methods import MethodRun
 def find_reference(cfg) -> Path:
     """The finished run of `budget.match` with this run's dataset, model and seed."""
     b = cfg.budget
-    want = {"method": b.match, "dataset": cfg.dataset.name, "model": cfg.model.name, "seed": int(cfg.seed)}
+    want = {**records.run_fields(cfg), "method": b.match}
     if b.reference:
         ref = Path(b.reference)
         summary = records.read_summary(ref)

@@ -251,10 +251,7 @@ class MethodRun:
         records.atomic_write_csv(self.run_dir / "curve.csv", curve)
         totals = self.ledger.totals()
         summary = {
-            "method": cfg.method.name,
-            "dataset": cfg.dataset.name,
-            "model": cfg.model.name,
-            "seed": int(cfg.seed),
+            **records.run_fields(cfg),
             "status": status,
             "seed_density": None,
             "discovered_density": None,

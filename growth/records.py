@@ -162,6 +162,11 @@ def identity_config(cfg: DictConfig) -> dict:
     return container
 
 
+def run_fields(cfg: DictConfig) -> dict:
+    """What every summary.json starts with: which method, data, model and seed it is."""
+    return {"method": cfg.method.name, "dataset": cfg.dataset.name, "model": cfg.model.name, "seed": int(cfg.seed)}
+
+
 def run_identity(cfg: DictConfig) -> str:
     text = json.dumps(identity_config(cfg), sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]

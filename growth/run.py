@@ -82,10 +82,7 @@ def _finish_abnormally(run_dir: Path, cfg: DictConfig, status: str, message: str
     previous = records.read_summary(run_dir) or {}
     summary = {
         **previous,
-        "method": cfg.method.name,
-        "dataset": cfg.dataset.name,
-        "model": cfg.model.name,
-        "seed": int(cfg.seed),
+        **records.run_fields(cfg),
         "status": status,
         "error": message,
         "where": where,
