@@ -220,3 +220,43 @@ def test_compare_study_runs_in_order_and_skips_when_relaunched(tmp_path):
     assert again.returncode == 0
     study = json.loads(next((tmp_path / "studies").glob("compare-*/study.json")).read_text())
     assert all(j["status"].startswith("skipped") for j in study["jobs"]), [j["status"] for j in study["jobs"]]
+
+
+def test_imp_pruning_with_rewind_restores_the_initial_weights(make_cfg):
+    from baselines.imp import ImpRun
+    from growth.masks import dense_masks
+
+    for rewind in ("init", "none"):
+        cfg = make_cfg("method=imp_c", f"method.rewind={rewind}")
+        run_dir = run_dir_for(cfg)
+        imp = ImpRun(RunContext(cfg, run_dir))
+        init = {n: t.clone() for n, t in imp.model.state_dict().items()}
+        (run_dir / "snapshots").mkdir(parents=True)
+        torch.save(init, run_dir / "snapshots" / "init.pt")
+        imp.masks = dense_masks(imp.model)
+        with torch.no_grad():  # stands for the dense training
+            for p in imp.model.parameters():
+                p.add_(1.0)
+        trained = {n: t.clone() for n, t in imp.model.state_dict().items()}
+        imp.prune_to(0.5)
+        assert count_active(imp.masks) == round(0.5 * sum(m.numel() for m in imp.masks.values()))
+        now = imp.model.state_dict()
+        expected = init if rewind == "init" else trained
+        assert all(torch.equal(now[n], expected[n]) for n in now), rewind
+        # the survivors were chosen by the trained magnitudes, not the rewound ones
+        w = trained["layers.0.weight"].abs()
+        kept = imp.masks["layers.0.weight"]
+        assert w[kept].min() >= w[~kept].max() - 1e-6 or not kept.any() or kept.all()
+
+
+def test_matched_budget_in_flops_converts_the_references_flops_to_epochs(make_cfg):
+    ref = run(make_cfg("growth.max_rounds=5", "extensive.which=none"))
+    rounds = read_csv(Path(ref["run_dir"]) / "rounds.csv")
+    d = float(rounds[2]["density"])
+    summary = run(make_cfg("method=phew", f"method.density={d}", "budget.match=pwmpr", "budget.unit=flops", "method.rescale=none"))
+    budget = summary["budget"]
+    assert budget["unit"] == "flops"
+    # given = the reference's growth FLOPs up to d, in epochs of this run, plus the full schedule
+    per_epoch = summary["total_cost"]["cost_flops"] / budget["used_epochs"]
+    growth_flops = float(rounds[2]["cost_flops"])
+    assert budget["given_epochs"] == pytest.approx(growth_flops / per_epoch + 6, rel=0.05)
