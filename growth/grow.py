@@ -93,7 +93,9 @@ def select_edges(
     """
     if candidate_scores is None:
         return uniform_without_replacement(n_candidates, k, generator, torch.device("cpu")), 0
-    scores = candidate_scores.detach().to("cpu", torch.float64)
+    # Softmax attention (kept in the ViT's scoring pass) has a derivative of either sign, so a
+    # few path sums come out negative; such edges count as score 0 (no positive path through them).
+    scores = candidate_scores.detach().to("cpu", torch.float64).clamp(min=0.0)
     if selection == "topk":
         return topk_indices(scores, k), 0
     # Normalise before the power: PWMP scores reach 1e51 and would overflow for temperature < 1.

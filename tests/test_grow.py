@@ -101,3 +101,12 @@ def test_fan_in_rescale_restores_the_dense_preactivation_scale():
     assert sparse_std < 0.5 * dense_std
     assert rescaled_std == pytest.approx(dense_std, rel=0.1)
     assert density(masks) == pytest.approx(0.05, abs=0.01)
+
+
+def test_negative_scores_count_as_zero_and_are_drawn_only_after_positive_ones():
+    masks = {"a": torch.zeros(4, dtype=torch.bool)}
+    scores = {"a": torch.tensor([-3.0, 2.0, -1.0, 1.0], dtype=torch.float64)}
+    new, zero_filled = grow_masks(masks, scores, 2, "sample", 1.0, torch.Generator().manual_seed(0))
+    assert new["a"].tolist() == [False, True, False, True] and zero_filled == 0
+    new, zero_filled = grow_masks(masks, scores, 3, "sample", 1.0, torch.Generator().manual_seed(0))
+    assert new["a"][[1, 3]].all() and zero_filled == 1
