@@ -15,7 +15,7 @@ from growth import records
 from growth.config import validate
 from growth.data import check_dataset
 from growth.errors import ConfigError, DivergedError
-from growth.methods import METHODS, RunContext, load_methods
+from growth.methods import RunContext, load_methods
 
 log = logging.getLogger("growth")
 

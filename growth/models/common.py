@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from growth.errors import ConfigError
@@ -33,3 +35,19 @@ def check_classes(name: str, num_classes: int) -> int:
     if int(num_classes) < 1:
         raise ConfigError(f"model.name={name} needs at least one class, got num_classes={num_classes}")
     return int(num_classes)
+
+
+class StagedResNet(nn.Module):
+    """The forward pass the CIFAR ResNets and ResNet-18 share: conv1 -> bn1 -> ReLU -> stages
+    layer1..layerN -> pool -> flatten -> fc. Subclasses build those modules and set num_stages."""
+
+    num_stages: int
+
+    def growable_weights(self) -> list[str]:
+        return linear_and_conv_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        for i in range(1, self.num_stages + 1):
+            x = getattr(self, f"layer{i}")(x)
+        return self.fc(torch.flatten(self.pool(x), 1))

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
 from growth.config import ModelConfig
-from growth.models.common import check_classes, image_shape, linear_and_conv_weights
+from growth.models.common import StagedResNet, check_classes, image_shape, linear_and_conv_weights
 from growth.models.resnet_cifar import BasicBlock
 
 
@@ -40,7 +38,7 @@ class ResNet50Config(ModelConfig):
     name: str = "resnet50"
 
 
-class ResNet18(nn.Module):
+class ResNet18(StagedResNet):
     def __init__(self, num_classes: int = 200, in_channels: int = 3, widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2)):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)
@@ -60,14 +58,6 @@ class ResNet18(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def growable_weights(self) -> list[str]:
-        return linear_and_conv_weights(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(x)))
-        for i in range(1, self.num_stages + 1):
-            x = getattr(self, f"layer{i}")(x)
-        return self.fc(torch.flatten(self.pool(x), 1))
 
 
 class ResNet50(ResNet):

@@ -29,7 +29,7 @@ from torch import nn
 
 from growth.config import ModelConfig
 from growth.errors import ConfigError
-from growth.models.common import check_classes, image_shape, linear_and_conv_weights
+from growth.models.common import StagedResNet, check_classes, image_shape
 
 SHORTCUTS = ("A", "B")
 DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet56": 56, "resnet110": 110}
@@ -95,7 +95,7 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(StagedResNet):
     """Stem conv, stages of basic blocks (stride 2 at every stage but the first), pool, linear.
 
     ``widths`` and ``blocks`` default to the paper's (16, 32, 64) and n blocks per stage; other
@@ -139,14 +139,6 @@ class CifarResNet(nn.Module):
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)
 
-    def growable_weights(self) -> list[str]:
-        return linear_and_conv_weights(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(x)))
-        for i in range(1, self.num_stages + 1):
-            x = getattr(self, f"layer{i}")(x)
-        return self.fc(torch.flatten(self.pool(x), 1))
 
 
 def build_cifar_resnet(cfg, input_shape, num_classes) -> CifarResNet:
