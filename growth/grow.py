@@ -241,12 +241,12 @@ class GrowthRun(MethodRun):
         if self.timer:
             self.timer.reset()
         batches = 0
-        train_loss = float("nan")
+        train_loss = train_accuracy = float("nan")
         for epoch in range(epochs_cap):
             engine.context["epoch"] = epoch
             result = engine.train_epoch(self.optimizer)
             batches += result.batches
-            train_loss = result.mean_loss
+            train_loss, train_accuracy = result.mean_loss, result.train_accuracy
             if result.stopped_early:
                 break
         engine.fire("end_of_round")
@@ -261,6 +261,7 @@ class GrowthRun(MethodRun):
             "proxy_accuracy": val["accuracy"],
             "val_loss": val["loss"],
             "train_loss": train_loss,
+            "train_accuracy": train_accuracy,
             "batches": batches,
             "cost_epochs": cum["cost_epochs"],
             "cost_flops": cum["cost_flops"],

@@ -225,7 +225,10 @@ class MethodRun:
             set_lr(self.optimizer, lr_at(cfg.trainer, epoch, total_epochs=epochs))
             result = self.engine.train_epoch(self.optimizer)
             prog["epoch"] = epoch + 1
-            self.ctx.logger.log_epoch(key, epoch + 1, {"loss": result.mean_loss, "lr": self.optimizer.param_groups[0]["lr"]})
+            self.ctx.logger.log_epoch(
+                key, epoch + 1,
+                {"loss": result.mean_loss, "train_accuracy": result.train_accuracy, "lr": self.optimizer.param_groups[0]["lr"]},
+            )
             if (epoch + 1) % report_every == 0 and epoch + 1 < epochs:
                 self.ctx.progress(f"{label or key} epoch {epoch + 1}/{epochs}  loss {result.mean_loss:.4f}")
             if epoch + 1 < epochs:

@@ -37,6 +37,8 @@ class EpochResult:
     samples: int
     mean_loss: float
     stopped_early: bool
+    # Accuracy on the training batches as they were trained on (augmented, weights changing).
+    train_accuracy: float = float("nan")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -122,13 +124,15 @@ class Engine:
         model.train()
         self.stop_requested = False
         loss_sum = torch.zeros((), device=self.data.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.data.device)
         # Non-finite losses are tracked on the device and checked once per epoch, so the step
         # itself never waits for the host.
         first_bad = torch.full((), -1, dtype=torch.long, device=loss_sum.device)
         batches = samples = 0
         for x, y in self.batches:
             optimizer.zero_grad(set_to_none=True)
-            loss = self.loss_fn(model(x), y)
+            out = model(x)
+            loss = self.loss_fn(out, y)
             loss.backward()
             # Hooks see the dense gradient (RigL grows by it); absent entries are zeroed after.
             self.fire("after_backward")
@@ -141,6 +145,7 @@ class Engine:
             detached = loss.detach()
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached), self.step, first_bad)
             loss_sum += detached
+            correct += (out.detach().argmax(dim=1) == y).sum()
             batches += 1
             samples += len(x)
             self.step += 1
@@ -153,7 +158,9 @@ class Engine:
             where = {**self.context, "step": bad_step}
             raise DivergedError(f"non-finite training loss at {where}", where)
         self.fire("end_of_epoch")
-        return EpochResult(batches, samples, float(loss_sum) / max(batches, 1), self.stop_requested)
+        return EpochResult(
+            batches, samples, float(loss_sum) / max(batches, 1), self.stop_requested, int(correct) / max(samples, 1)
+        )
 
     @torch.no_grad()
     def evaluate(self, split: str = "val") -> dict[str, float]:
