@@ -152,7 +152,10 @@ def test_preempted_job_resumes_and_ends_like_an_uninterrupted_run(tmp_path):
     else:
         pytest.fail("the job never reached round 2")
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "running"
-    job._interrupt()  # the preemption signal: submitit checkpoints and requeues the job
+    # The signal SLURM sends before preemption or a time limit (USR2): submitit checkpoints and
+    # requeues the job. submitit's preemption variant also sends SIGTERM, which races with the
+    # `scontrol requeue` it starts and can kill it; USR2 alone exercises the same requeue path.
+    job._interrupt(timeout=True)
     summary = job.result()
     assert summary["status"] == "finished"
     log = "\n".join(p.read_text() for p in (tmp_path / "jobs").glob("*_log.*"))
