@@ -115,9 +115,5 @@ class ImpRun(MethodRun):
             "density": last["density"] if last else None,
             "test_accuracy": last["test_accuracy"] if last else None,
             "levels": len(self.state["curve"]),
-            "cost": {
-                "epochs": last["cost_epochs"] if last else None,
-                "flops": last["cost_flops"] if last else None,
-                "seconds": last["wall_seconds"] if last else None,
-            },
+            "cost": self.summary_cost(last),
         }

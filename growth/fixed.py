@@ -153,9 +153,5 @@ class FixedDensityRun(MethodRun):
             "not_applicable": self.state.get("not_applicable"),
             "test_accuracy": point["test_accuracy"] if point else None,
             "val_accuracy": point["val_accuracy"] if point else None,
-            "cost": {
-                "epochs": point["cost_epochs"] if point else None,
-                "flops": point["cost_flops"] if point else None,
-                "seconds": point["wall_seconds"] if point else None,
-            },
+            "cost": self.summary_cost(point),
         }

@@ -394,10 +394,6 @@ class GrowthRun(MethodRun):
             "proxy_accuracy": disc_row["proxy_accuracy"] if disc_row else None,
             "val_accuracy": disc_point["val_accuracy"] if disc_point else None,
             "test_accuracy": disc_point["test_accuracy"] if disc_point else None,
-            "cost": {
-                "epochs": disc_point["cost_epochs"] if disc_point else None,
-                "flops": disc_point["cost_flops"] if disc_point else None,
-                "seconds": disc_point["wall_seconds"] if disc_point else None,
-            },
+            "cost": self.summary_cost(disc_point),
             "growth_cost": {k: growth[k] for k in ("cost_epochs", "cost_flops", "steps", "seconds")},
         }

@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -69,6 +68,3 @@ class SweepCallback(Callback):
             lines.append(f"  {status:9s} {' '.join(overrides)}  ->  {run_dir}{detail}")
         print("sweep report: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
         print("\n".join(lines), flush=True)
-
-    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        pass

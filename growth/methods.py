@@ -259,7 +259,7 @@ class MethodRun:
             "seed_density": None,
             "discovered_density": None,
             "test_accuracy": None,
-            "cost": {"epochs": None, "flops": None, "seconds": None},
+            "cost": self.summary_cost(None),
             "total_cost": {k: totals[k] for k in ("cost_epochs", "cost_flops", "steps", "samples", "seconds")},
             "dense_run_flops": self.ledger.dense_run_flops(),
             "budget": dict(self.ledger.budget),
@@ -269,6 +269,12 @@ class MethodRun:
         if status == "finished":
             self.ctx.logger.log_records(summary, curve)
         return summary
+
+    @staticmethod
+    def summary_cost(point: dict | None) -> dict:
+        """The summary's `cost` of a curve point (all None when there is no point yet)."""
+        keys = {"epochs": "cost_epochs", "flops": "cost_flops", "seconds": "wall_seconds"}
+        return {k: (point[c] if point else None) for k, c in keys.items()}
 
     def point_cost(self, phases: list[str], base: dict | None = None) -> dict:
         """Cost of a curve point: the given ledger phases plus an earlier cumulative cost."""

@@ -7,7 +7,6 @@ from growth.cost import CostLedger, forward_flops_per_sample
 from growth.data import load_digits
 from growth.masks import (
     check_masks_fit,
-    dense_masks,
     density,
     growable_weight_names,
     layer_densities,

@@ -17,7 +17,7 @@ from growth.masks import count_active, growable_parameters
 from growth.methods import RunContext
 from growth.records import run_dir_for
 from growth.run import run
-from growth.train import Callback, make_optimizer
+from growth.train import Callback
 
 
 def read_csv(path):

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from growth.data import load_digits
 from growth.records import load_checkpoint, run_dir_for

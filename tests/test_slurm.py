@@ -26,7 +26,7 @@ def slurm_available() -> bool:
     if shutil.which("sbatch") is None:
         return False
     out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
-    return out.returncode == 0 and "idle" in out.stdout or "mix" in out.stdout or "alloc" in out.stdout
+    return out.returncode == 0 and any(state in out.stdout for state in ("idle", "mix", "alloc"))
 
 
 @pytest.fixture(params=["slurm", "local"])
