@@ -19,7 +19,7 @@ from growth.masks import count_active, count_total, dense_masks, growable_weight
 from growth.models import MODELS, build_model
 from growth.models.resnet_cifar import CifarResNet, PadShortcut
 from growth.scores import pwmp_scores
-from growth.topology import UnsupportedTopologyError, layer_graph
+from growth.topology import layer_graph
 from tests.conftest import compose_cfg
 from tests.test_scores import Unrolled, assert_scores_match, conv_inputs, effective, random_masks, randomize
 
@@ -44,12 +44,6 @@ VIT_SCORE_SIGN = pytest.mark.xfail(
     strict=True,
     reason="softmax attention, kept in the scoring pass, has a derivative of either sign: the ViT's scores "
     "are finite but partly negative, which growth.grow counts as score 0 when sampling",
-)
-VIT_TOPOLOGY = pytest.mark.xfail(
-    raises=UnsupportedTopologyError,
-    strict=True,
-    reason="growth.topology traces (batch, units) tensors only: the ViT's token sequence fails at op "
-    "'transpose' in ViT.forward (and Linear on (batch, tokens, dim) inputs is unsupported)",
 )
 
 
@@ -229,8 +223,6 @@ def test_full_resolution_step_scores_and_phew(name):
 
 
 def phew_param(name: str):
-    if name == "vit":
-        return pytest.param(name, marks=VIT_TOPOLOGY)
     if name == "resnet50":  # 25M edges: a few seconds of walks
         return pytest.param(name, marks=pytest.mark.slow)
     return name
@@ -250,6 +242,21 @@ def test_layer_graph_and_phew_seed(name):
     target = density * count_total(masks)
     assert target - 1 <= count_active(masks) <= target + len(masks)
     assert all(m.any() for m in masks.values())  # every layer is on some walk
+
+
+def test_small_vit_layer_graph_and_phew_seed():
+    model = build("vit", "model.depth=2", "model.dim=64", "model.heads=4")
+    x = example("vit")
+    graph = layer_graph(model, x)
+    assert graph.input_layers == ("patch_embed.weight",) and graph.output_layers == ("head.weight",)
+    # q, k and v of each head feed the attention output's features of that head: three links into proj
+    for b in range(2):
+        links = graph.links_into(f"blocks.{b}.attn.proj.weight")
+        qkv = f"blocks.{b}.attn.qkv.weight"
+        assert sorted((lk.src, lk.offset) for lk in links) == [(qkv, -128), (qkv, -64), (qkv, 0)]
+    masks = phew_masks(model, 0.02, torch.Generator().manual_seed(0), x)
+    assert 0.02 * count_total(masks) - 1 <= count_active(masks) <= 0.02 * count_total(masks) + len(masks)
+    assert all(m.any() for m in masks.values())
 
 
 @pytest.mark.parametrize("shortcut", ["A", "B"])

@@ -13,6 +13,7 @@ from torch import nn
 from baselines.phew import phew_masks
 from growth.masks import count_active, count_total, density, growable_parameters
 from growth.models.mlp import MLP
+from growth.models.vit import ViT
 from growth.topology import LayerGraph, UnsupportedTopologyError, layer_graph
 
 
@@ -54,6 +55,34 @@ def dangling_units(graph: LayerGraph, masks: dict[str, torch.Tensor]) -> list[st
         for u in torch.nonzero(in_active[name] & ~fed).flatten().tolist():
             problems.append(f"{name} input unit {u}: outgoing edge, no incoming")
     return problems
+
+
+def edges_on_paths(graph: LayerGraph, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per layer: (out unit, grouped in unit) pairs with an active edge on a path from the network input to
+    its output, following the graph's links (PHEW's walks are whole paths: every active pair is on one)."""
+    pairs = {n: masks[n].reshape(l.out_units, l.grouped_in_units, -1).any(2) for n, l in graph.layers.items()}
+    reach_in, reach_out = {}, {}  # input units reached from the network input; output units reaching its output
+    for name in graph.order:
+        reached = torch.zeros(graph.layers[name].grouped_in_units, dtype=torch.bool)
+        for link in graph.links_into(name):
+            lo, hi = max(0, link.offset), min(len(reached), link.offset + link.src_units)
+            if link.src is None:
+                reached[lo:hi] = True
+            elif hi > lo:
+                reached[lo:hi] |= (pairs[link.src] & reach_in[link.src]).any(1)[lo - link.offset:hi - link.offset]
+        reach_in[name] = reached
+    for name in reversed(graph.order):
+        reaching = torch.zeros(graph.layers[name].out_units, dtype=torch.bool)
+        for link in graph.links_from(name):
+            if link.dst is None:
+                reaching[:] = True
+                continue
+            consumer = (pairs[link.dst] & reach_out[link.dst].unsqueeze(1)).any(0)
+            lo, hi = max(0, -link.offset), min(len(reaching), len(consumer) - link.offset)
+            if hi > lo:
+                reaching[lo:hi] |= consumer[lo + link.offset:hi + link.offset]
+        reach_out[name] = reaching
+    return {n: pairs[n] & reach_in[n].unsqueeze(0) & reach_out[n].unsqueeze(1) for n in graph.order}
 
 
 def within_one_edge_per_layer(masks, requested: float) -> bool:
@@ -314,6 +343,148 @@ def test_option_a_resnet_masks_have_no_dangling_units():
     assert all(m.any() for m in masks.values())
     assert within_one_edge_per_layer(masks, 0.03)
     assert dangling_units(layer_graph(model, x), masks) == []
+
+
+def small_vit(**kw) -> ViT:
+    torch.manual_seed(0)
+    return ViT(**{"depth": 2, "dim": 64, "heads": 4, **kw})
+
+
+def vit_input(size: int = 64) -> torch.Tensor:
+    return torch.randn(1, 3, size, size, generator=gen(1))
+
+
+def test_vit_graph_links_heads_mlp_and_residual_stream():
+    d, depth = 64, 2
+    g = layer_graph(small_vit(), vit_input())
+    blocks = [[f"blocks.{b}.{n}.weight" for n in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")] for b in range(depth)]
+    assert g.order == ["patch_embed.weight", *[n for blk in blocks for n in blk], "head.weight"]
+    assert g.input_layers == ("patch_embed.weight",) and g.output_layers == ("head.weight",)
+    # the patch conv's channels are the token features: a Linear on (batch, tokens, features) reads them
+    assert g.link(None, "patch_embed.weight").src_units == 3 and g.layers["patch_embed.weight"].kernel == (8, 8)
+    assert all(g.layers[n].in_group == 1 and g.layers[n].kind == "linear" for blk in blocks for n in blk)
+    stream = ["patch_embed.weight"]  # the residual stream: every earlier proj and fc2 output
+    for qkv, proj, fc1, fc2 in blocks:
+        assert set(g.predecessors[qkv]) == set(stream)
+        assert all(lk.offset == 0 and lk.spatial is None and lk.src_units == d for lk in g.links_into(qkv))
+        # q, k and v features f of a head all feed attention output feature f, which proj reads
+        assert sorted((lk.src, lk.offset, lk.src_units) for lk in g.links_into(proj)) == [
+            (qkv, -2 * d, 3 * d), (qkv, -d, 3 * d), (qkv, 0, 3 * d)]
+        assert set(g.predecessors[fc1]) == set(stream) | {proj}
+        assert g.predecessors[fc2] == (fc1,) and g.link(fc1, fc2).offset == 0 and g.link(fc1, fc2).src_units == 2 * d
+        stream += [proj, fc2]
+    assert set(g.predecessors["head.weight"]) == set(stream)  # the class token carries the whole stream
+    assert g.layers["head.weight"].out_units == 200 and g.layers["blocks.0.attn.qkv.weight"].out_units == 3 * d
+
+
+def test_vit_attention_links_are_real_dependencies():
+    """qkv output feature v influences proj input feature v + offset for every link; v's features only their own."""
+    model = small_vit(image_size=(16, 16), depth=1, dim=16, heads=4).double()
+    x = torch.randn(1, 3, 16, 16, dtype=torch.float64, generator=gen(2))
+    g = layer_graph(model, x)
+    attn, d, dh = model.blocks[0].attn, 16, 4
+    tokens = model.num_patches + 1
+    weights = torch.randn(tokens, d, dtype=torch.float64, generator=gen(3))  # no cancellation over tokens
+    captured = {}
+
+    def influence(delta):  # delta: (tokens, 3d) added to qkv's output
+        h1 = attn.qkv.register_forward_hook(lambda m, i, o: o + delta)
+        h2 = attn.proj.register_forward_pre_hook(lambda m, i: captured.__setitem__("x", i[0]))
+        try:
+            model(x)
+        finally:
+            h1.remove()
+            h2.remove()
+        return (captured["x"][0] * weights).sum(0)  # (d,)
+
+    jac = torch.autograd.functional.jacobian(influence, torch.zeros(tokens, 3 * d, dtype=torch.float64))
+    depends = jac.abs().sum(1) > 1e-12  # (proj input feature, qkv output feature)
+    for link in g.links_into("blocks.0.attn.proj.weight"):
+        for v in range(3 * d):
+            if 0 <= v + link.offset < d:
+                assert depends[v + link.offset, v], (link.offset, v)
+    assert torch.equal(depends[:, 2 * d:], torch.eye(d, dtype=torch.bool))  # v: exactly feature to feature
+    same_head = torch.block_diag(*[torch.ones(dh, dh, dtype=torch.bool)] * (d // dh))
+    assert torch.equal(depends[:, :2 * d], torch.cat([same_head, same_head], 1))  # q, k: within their head
+
+
+@pytest.mark.parametrize("requested", [0.01, 0.05, 0.2])
+def test_small_vit_gets_valid_masks(requested):
+    model, x = small_vit(), vit_input()
+    masks = phew_masks(model, requested, gen(0), x)
+    assert list(masks) == list(growable_parameters(model))
+    assert all(m.any() for m in masks.values())
+    assert within_one_edge_per_layer(masks, requested) and density(masks) >= requested
+    graph = layer_graph(model, x)
+    assert dangling_units(graph, masks) == []
+    # every active edge lies on an input-to-output path, through every block's attention and MLP
+    on_paths = edges_on_paths(graph, masks)
+    for name, layer in graph.layers.items():
+        pairs = masks[name].reshape(layer.out_units, layer.grouped_in_units, -1).any(2)
+        assert torch.equal(on_paths[name], pairs), name
+    for b in range(2):
+        q, k, v = on_paths[f"blocks.{b}.attn.qkv.weight"].chunk(3)
+        assert q.any() and k.any() and v.any()  # the walks pass through queries and keys too
+    # walks start round-robin from every input channel and (given enough walks) every output unit
+    assert masks["patch_embed.weight"].flatten(2).any(2).any(0).all()
+    assert requested < 0.05 or masks["head.weight"].any(1).all()
+    again = phew_masks(model, requested, gen(0), x)
+    assert all(torch.equal(masks[n], again[n]) for n in masks)
+
+
+def test_default_vit_graph_and_masks():
+    torch.manual_seed(0)
+    model, x = ViT(), vit_input()
+    graph = layer_graph(model, x)
+    assert set(graph.layers) == set(growable_parameters(model)) and len(graph.layers) == 2 + 4 * 6
+    masks = phew_masks(model, 0.03, gen(0), x)
+    assert within_one_edge_per_layer(masks, 0.03) and all(m.any() for m in masks.values())
+    on_paths = edges_on_paths(graph, masks)
+    for name, layer in graph.layers.items():
+        assert torch.equal(on_paths[name], masks[name].reshape(layer.out_units, layer.grouped_in_units, -1).any(2))
+
+
+class TokenNet(nn.Module):
+    """Tokens through a Linear, then one of several ways of reading them."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.how = how
+        self.a = nn.Linear(6, 8)
+        self.b = nn.Linear({"tokens_into_units": 5 * 8, "split": 4, "units_not_last": 5}.get(how, 8), 3)
+
+    def forward(self, x):  # x: (batch, 6 channels, 5 positions), read as 5 tokens of 6 features
+        h = self.a(x.transpose(1, 2))
+        if self.how == "mean":
+            return self.b(h.mean(1))
+        if self.how == "split":  # a fused projection split into halves, added
+            return self.b(h.chunk(2, -1)[1] + h[..., :4])
+        if self.how == "split_cat":
+            return self.b(torch.cat([h.chunk(2, -1)[1], h[..., :4]], -1))
+        if self.how == "transposed":
+            return self.b(h.transpose(1, 2).mean(-1, keepdim=True).transpose(1, 2)[:, 0])
+        if self.how == "tokens_into_units":
+            return self.b(h.flatten(1))
+        if self.how == "units_not_last":
+            return self.b(h.transpose(1, 2))
+        raise ValueError(self.how)
+
+
+def test_token_layouts():
+    x = torch.randn(2, 6, 5)
+    for how in ("mean", "transposed"):
+        g = layer_graph(TokenNet(how), x)
+        assert g.predecessors["b.weight"] == ("a.weight",) and g.link("a.weight", "b.weight").offset == 0
+    g = layer_graph(TokenNet("split"), x)
+    assert sorted(lk.offset for lk in g.links_into("b.weight")) == [-4, 0]  # a's 4..7 and 0..3 -> b's 0..3
+    # a Link cannot bound a producer's units from above: selected units may not be placed in a wider tensor
+    with pytest.raises(UnsupportedTopologyError, match=r"'b\.weight'.*'cat' on units selected"):
+        layer_graph(TokenNet("split_cat"), x)
+    # a flatten of (tokens, features) into features, and features that are not the last dimension, are refused
+    with pytest.raises(UnsupportedTopologyError, match=r"'b\.weight'.*'flatten'"):
+        layer_graph(TokenNet("tokens_into_units"), x)
+    with pytest.raises(UnsupportedTopologyError, match=r"'b\.weight'.*last dimension.*'transpose'"):
+        layer_graph(TokenNet("units_not_last"), x)
 
 
 def test_density_one_is_dense_and_bad_density_raises():
