@@ -78,7 +78,10 @@ def main(cfg: DictConfig) -> dict:
         # and the sweep report lists it.
         log.exception("run failed")
         return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-    print(format_summary(summary), flush=True)
+    from growth.distributed import is_writer
+
+    if is_writer():  # one summary for a run trained by several processes
+        print(format_summary(summary), flush=True)
     return summary
 
 

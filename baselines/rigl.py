@@ -86,7 +86,11 @@ class RiglUpdater(Callback):
                 new = flat_mask.clone()
                 new[drop] = False
                 new[grow] = True
-                p.grad.view(-1)[grow] = 0  # grown edges start at 0 and stay there on this step
+                # grown edges start at 0 and stay there on this step (masked_fill_ rather than a
+                # flat view: a channels-last gradient has no flat view in logical order)
+                grown = torch.zeros_like(flat_mask)
+                grown[grow] = True
+                p.grad.masked_fill_(grown.view_as(mask), 0)
                 new_masks[name] = new.view_as(mask)
                 changed += k
         self.run.set_masks(new_masks)

@@ -4,9 +4,12 @@ scoring on ResNet-50. Sized for under 8 minutes on one H100 (bench/README.md).
     python bench/gpu_check.py --out bench/results/gpu           # on a CUDA machine
     python bench/gpu_check.py --device cpu --tiny --out /tmp/g  # tiny sizes: checks the script
 
-Precision: the engine trains in float32 (it has no autocast option), so these are float32
-figures; cuDNN's TF32 setting is torch's default and is recorded. Writes gpu_check.md and
-gpu_check.json under --out.
+Speed settings (the trainer's own switches, recorded with the figures): on CUDA by default bf16
+autocast (trainer.precision=bf16) and channels-last (trainer.channels_last=true); --compile adds
+torch.compile of the training forward (every Engine compiles once in its warm-up run, which adds
+minutes); --precision fp32 --no-channels-last gives the float32 figures (cuDNN's TF32 default is
+recorded). On the CPU the defaults are fp32 without channels-last. PWMP scoring is float64
+whatever the settings. Writes gpu_check.md and gpu_check.json under --out.
 """
 
 from __future__ import annotations
@@ -61,6 +64,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results/gpu"), help="folder for gpu_check.md/.json")
     parser.add_argument("--workers", type=int, help="DataLoader workers of the loader path; default min(8, CPUs)")
     parser.add_argument("--repeats", type=int, help="timed repeats per figure (median); default 5, tiny 1")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), help="trainer.precision; default bf16 on CUDA, fp32 on the CPU")
+    parser.add_argument(
+        "--channels-last", action=argparse.BooleanOptionalAction, default=None,
+        help="trainer.channels_last; default on for CUDA, off on the CPU",
+    )
+    parser.add_argument("--compile", action="store_true", help="trainer.compile: torch.compile the training forward")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -71,13 +80,35 @@ def main(argv=None) -> int:
     batch = 8 if tiny else 128
     batches = 2 if tiny else 20
     n_train = 64 if tiny else measure.CIFAR_TRAIN
+    on_cuda = device.type == "cuda"
+    precision = args.precision or ("bf16" if on_cuda else "fp32")
+    channels_last = on_cuda if args.channels_last is None else args.channels_last
+    if args.compile:
+        from growth.train import compile_problem
+
+        problem = compile_problem(device.type)
+        if problem:
+            parser.error(problem.replace("trainer.compile=true", "--compile"))
+    measure.SPEED.clear()
+    measure.SPEED.update(precision=precision, channels_last=channels_last, compile=args.compile)
     info = measure.machine(device)
-    info["precision"] = "float32 (the engine has no autocast option)"
+    info["precision"] = (
+        "bf16 autocast (float32 weights, gradients and optimizer state)" if precision == "bf16" else "float32"
+    ) + "; PWMP scoring float64"
+    info["channels_last"] = channels_last
+    info["compile"] = args.compile
     if device.type == "cuda":
         info["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
         info["matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
-    settings = {"tiny": tiny, "repeats": repeats, "batch": batch, "batches": batches, "n_train": n_train, "workers": workers}
-    print(f"# GPU check on {info.get('gpu', device)} ({'tiny' if tiny else 'full'})", flush=True)
+    settings = {
+        "tiny": tiny, "repeats": repeats, "batch": batch, "batches": batches, "n_train": n_train, "workers": workers,
+        "precision": precision, "channels_last": channels_last, "compile": args.compile,
+    }
+    print(
+        f"# GPU check on {info.get('gpu', device)} ({'tiny' if tiny else 'full'}; {precision}, "
+        f"channels-last {'on' if channels_last else 'off'}, compile {'on' if args.compile else 'off'})",
+        flush=True,
+    )
 
     rows: list[measure.Row] = []
 

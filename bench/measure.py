@@ -31,7 +31,7 @@ from growth.grow import edges_to_grow, grow_masks, random_seed_masks
 from growth.masks import apply_masks, growable_weight_names, mask_gradients
 from growth.models import build_model
 from growth.scores import pwmp_scores
-from growth.train import Engine, make_optimizer
+from growth.train import Engine, autocast, make_optimizer, maybe_compile, prepare_model
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_SHAPE = (3, 32, 32)
@@ -118,11 +118,17 @@ def paired_ratio(num: list[float], den: list[float]) -> float:
 # ----------------------------------------------------------------------- models, data, engines
 
 
+# Speed settings every check's trainer config gets (trainer.precision, channels_last, compile);
+# gpu_check.py sets them from its command line.
+SPEED: dict = {}
+
+
 def trainer_recipe(name: str = "cifar_resnet", **overrides) -> DictConfig:
-    """A trainer config from conf/trainer/<name>.yaml (the experiments' recipe), schema-checked."""
+    """A trainer config from conf/trainer/<name>.yaml (the experiments' recipe), schema-checked,
+    with the speed settings of SPEED."""
     node = OmegaConf.load(REPO / "conf" / "trainer" / f"{name}.yaml")
     node.pop("defaults", None)
-    return OmegaConf.merge(OmegaConf.structured(TrainerConfig), node, overrides)
+    return OmegaConf.merge(OmegaConf.structured(TrainerConfig), node, SPEED, overrides)
 
 
 def model_cfg(name: str):
@@ -174,10 +180,16 @@ def real_cifar10(root: Path, device, data_path: str = "device", workers: int = 0
 
 
 def engine_for(model, data: DatasetSplits, trainer_cfg, masks=None, seed: int = 0) -> tuple[Engine, torch.optim.Optimizer]:
+    """An Engine as a run builds it: the model in channels-last format and the training forward
+    compiled when the trainer config asks (trainer.channels_last, trainer.compile)."""
+    prepare_model(model, trainer_cfg)
     example = data.example_input()
     layer, other = forward_flops_per_sample(model, example, growable_weight_names(model))
     ledger = CostLedger(data.num_train, trainer_cfg.epochs, layer, other)
-    engine = Engine(model, data, trainer_cfg, ledger, torch.Generator().manual_seed(seed))
+    engine = Engine(
+        model, data, trainer_cfg, ledger, torch.Generator().manual_seed(seed),
+        forward_module=maybe_compile(model, trainer_cfg),
+    )
     optimizer = make_optimizer(trainer_cfg, model, trainer_cfg.lr)
     engine.set_masks(masks, optimizer)
     return engine, optimizer
@@ -204,14 +216,24 @@ class FirstBatches:
 
 
 def bare_loop(model, batches: list, trainer_cfg) -> Callable[[], None]:
-    """The hand-written PyTorch loop the engine is compared with: same optimizer, no hooks."""
+    """The hand-written PyTorch loop the engine is compared with: same optimizer and the same
+    speed settings (bf16 autocast, channels-last, torch.compile, written out by hand), no hooks."""
+    channels_last = bool(trainer_cfg.channels_last) and any(p.dim() == 4 for p in model.parameters())
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+        batches = [(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x, y) for x, y in batches]
+    forward = torch.compile(model) if trainer_cfg.compile else model
     optimizer = make_optimizer(trainer_cfg, model, trainer_cfg.lr)
+    device = next(model.parameters()).device
+    precision = trainer_cfg.precision
 
     def epoch() -> None:
         model.train()
         for x, y in batches:
             optimizer.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), y).backward()
+            with autocast(device, precision):
+                loss = F.cross_entropy(forward(x), y)
+            loss.backward()
             optimizer.step()
 
     return epoch

@@ -46,22 +46,51 @@ class TrainerConfig:
     epochs: int = 100
     batch_size: int = 64
     eval_batch_size: int = 1024
-    optimizer: str = "sgd"  # sgd | adam
+    # sgd (momentum, Nesterov) | adam (L2 weight decay added to the gradient) | adamw (decoupled
+    # weight decay, Loshchilov & Hutter 2019: the usual choice for ViTs).
+    optimizer: str = "sgd"
     lr: float = 0.05
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 1e-4
+    # Adam/AdamW moment coefficients (beta1, beta2); torch's and most recipes' default.
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    # Which parameters weight decay applies to: all | weights (the growable Linear and Conv
+    # weights only; biases, norm scales and position embeddings undecayed, as ViT recipes do).
+    decay_scope: str = "all"
     # Learning-rate schedule of extensive (full) training: cosine | step | constant.
     schedule: str = "cosine"
     # For schedule=step: epochs at which the lr is multiplied by gamma.
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
+    # Linear warm-up of the first epochs of every scheduled training (not of growth rounds, which
+    # train at a constant round_lr): epoch e < W trains at the schedule's lr x (e + 1) / (W + 1),
+    # so the lr ramps up in W steps and the schedule itself runs unchanged from epoch W. A
+    # training of another length scales W with its length, like the step milestones. 0: none.
+    warmup_epochs: int = 0
+    # Speed (they change numerics slightly, so they are part of a run's identity):
+    # fp32 | bf16: bf16 autocast for the training forward and loss and for evaluation; weights,
+    # gradients, optimizer state and PWMP scoring (float64, outside autocast) are unaffected.
+    precision: str = "fp32"
+    # Model and image batches in channels-last memory format (conv models; faster convolutions
+    # with bf16/TF32 on recent GPUs). Masks, state dicts and scores are unaffected.
+    channels_last: bool = False
+    # torch.compile the training forward (the first epoch pays the compilation; evaluation and
+    # scoring run the plain model). Needs a C++ compiler on the CPU, Triton on CUDA.
+    compile: bool = False
     device: str = "auto"  # auto (cuda when present) | cpu | cuda | cuda:N
     # Threads for CPU runs; 0 keeps torch's default. Small models run no faster on more threads,
     # and several runs sharing a machine slow down sharply when each spins on every core.
     cpu_threads: int = 0
     # Growth rounds train at this lr (constant); null means trainer.lr.
     round_lr: Optional[float] = None
+    # Data-parallel training of one run (growth/distributed.py): processes per node and nodes.
+    # The launcher starts them (hydra/launcher=slurm|local, study.executor=slurm, or torchrun);
+    # trainer.batch_size stays the global batch, split evenly over the processes.
+    devices: int = 1
+    nodes: int = 1
+    # How long a rank waits for the others in a collective before the run fails.
+    dist_timeout_min: float = 30.0
 
 
 @dataclass
@@ -183,7 +212,8 @@ class SlurmConfig:
     qos: Optional[str] = "${oc.env:GROWTH_SLURM_QOS,null}"
     constraint: Optional[str] = "${oc.env:GROWTH_SLURM_CONSTRAINT,null}"
     time_min: int = "${oc.decode:${oc.env:GROWTH_SLURM_TIME_MIN,720}}"  # type: ignore[assignment]
-    gpus_per_node: int = "${oc.decode:${oc.env:GROWTH_SLURM_GPUS,1}}"  # type: ignore[assignment]
+    # GPUs per process: a run with trainer.devices=N gets N processes and N x this many GPUs a node.
+    gpus_per_task: int = "${oc.decode:${oc.env:GROWTH_SLURM_GPUS,1}}"  # type: ignore[assignment]
     cpus_per_task: int = "${oc.decode:${oc.env:GROWTH_SLURM_CPUS,8}}"  # type: ignore[assignment]
     mem_gb: int = "${oc.decode:${oc.env:GROWTH_SLURM_MEM_GB,32}}"  # type: ignore[assignment]
     # Requeues after preemption or time-outs; a requeued run resumes from its checkpoint.
@@ -278,7 +308,9 @@ def register_configs() -> None:
 
 
 CHOICES = {
-    "trainer.optimizer": ("sgd", "adam"),
+    "trainer.optimizer": ("sgd", "adam", "adamw"),
+    "trainer.precision": ("fp32", "bf16"),
+    "trainer.decay_scope": ("all", "weights"),
     "trainer.schedule": ("cosine", "step", "constant"),
     "growth.timing.mode": ("fixed", "adaptive"),
     "growth.stop.rule": ("logistic", "none"),
@@ -300,6 +332,50 @@ def _get(cfg: DictConfig, key: str) -> Any:
     return OmegaConf.select(cfg, key, throw_on_missing=True)
 
 
+def model_fit_problems(cfg: DictConfig) -> list[str]:
+    """The model's own checks against the dataset's input shape and class count, by building it on
+    the meta device (no memory, no random draws) before anything is written or submitted."""
+    import torch
+
+    from growth.data import dataset_shape
+    from growth.models import build_model
+
+    shape = dataset_shape(cfg.dataset)
+    if shape is None:
+        return []
+    try:
+        with torch.device("meta"):
+            build_model(cfg.model, *shape)
+    except ConfigError as exc:
+        return [
+            f"model={cfg.model.name} does not fit dataset={cfg.dataset.name} (inputs of shape {shape[0]}, "
+            f"{shape[1]} classes): {exc}"
+        ]
+    except Exception:  # not a configuration problem: building the real model reports it
+        return []
+    return []
+
+
+def output_problems(cfg: DictConfig) -> list[str]:
+    """A results root that cannot be created or written (checked without writing anything, so a
+    sweep fails before any job is submitted; the run itself probes again before it writes)."""
+    import os
+    from pathlib import Path
+
+    key = "output.run_dir" if cfg.output.run_dir else "output.root"
+    target = Path(os.path.expanduser(str(_get(cfg, key))))
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        why = "is not a directory"
+    elif existing in (target, target.parent) and not os.access(existing, os.W_OK | os.X_OK):
+        why = "is not writable"
+    else:  # (a missing folder further up may exist only where the jobs run)
+        return []
+    return [f"{key}={str(target)!r} is invalid: {existing} {why}; choose a writable {key} (or set GROWTH_RESULTS)"]
+
+
 def validate(cfg: DictConfig) -> None:
     """Check ranges and contradictions; raise ConfigError naming the key and what is valid."""
     from growth.data import DATASETS
@@ -313,6 +389,8 @@ def validate(cfg: DictConfig) -> None:
 
     check(cfg.dataset.name in DATASETS, "dataset.name", f"one of {sorted(DATASETS)}")
     check(cfg.model.name in MODELS, "model.name", f"one of {sorted(MODELS)}")
+    if cfg.model.name in MODELS and cfg.dataset.name in DATASETS:
+        problems += model_fit_problems(cfg)
     from growth.loggers import LOGGERS
 
     check(cfg.logger.name in LOGGERS, "logger.name", f"one of {sorted(LOGGERS)}")
@@ -387,8 +465,36 @@ def validate(cfg: DictConfig) -> None:
     check(t.round_lr is None or t.round_lr > 0, "trainer.round_lr", "null or a learning rate above 0")
     check(0 <= t.momentum < 1, "trainer.momentum", "in [0, 1)")
     check(t.cpu_threads >= 0, "trainer.cpu_threads", "0 (torch's default) or a thread count")
+    check(t.devices >= 1, "trainer.devices", "at least 1 process per node")
+    check(t.nodes >= 1, "trainer.nodes", "at least 1 node")
+    check(t.dist_timeout_min > 0, "trainer.dist_timeout_min", "minutes above 0")
+    check(
+        t.batch_size >= t.devices * t.nodes, "trainer.batch_size",
+        f"at least trainer.devices x trainer.nodes = {t.devices * t.nodes} (the global batch is split over the processes)",
+    )
     check(t.weight_decay >= 0, "trainer.weight_decay", "at least 0")
     check(t.gamma > 0, "trainer.gamma", "above 0")
+    check(
+        len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas), "trainer.betas", "two coefficients in [0, 1)"
+    )
+    # Not capped by trainer.epochs: a shortened schedule (trainer.epochs=1 to try a recipe) keeps
+    # the recipe's warm-up and simply ends inside it.
+    check(t.warmup_epochs >= 0, "trainer.warmup_epochs", "at least 0 (0: no warm-up)")
+    if t.compile or t.precision == "bf16":
+        import torch
+
+        from growth.train import compile_problem
+
+        device = str(t.device)
+        kind = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device.split(":")[0]
+        problem = compile_problem(kind) if t.compile else None
+        if problem:
+            problems.append(problem)
+        if t.precision == "bf16" and kind == "cuda" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+            problems.append(
+                "trainer.precision='bf16' is invalid: this GPU has no bfloat16 support (it needs compute "
+                "capability 8.0, Ampere, or newer): use trainer.precision=fp32"
+            )
     check(
         t.device == "auto" or t.device == "cpu" or str(t.device).startswith("cuda"),
         "trainer.device",
@@ -400,5 +506,6 @@ def validate(cfg: DictConfig) -> None:
     from growth.data import dataset_problems
 
     problems += dataset_problems(cfg.dataset)
+    problems += output_problems(cfg)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
-from growth import records
+from growth import distributed, records
 from growth.errors import DivergedError
 from growth.masks import Masks, count_active, count_total, density, growable_parameters, layer_densities
 from growth.methods import MethodRun, RunContext, register_method
@@ -60,12 +60,14 @@ def _gradient_score(run: "GrowthRun", masks: Masks) -> dict[str, torch.Tensor]:
     model.train()
     for x, y in engine.batches:
         model.zero_grad(set_to_none=True)
-        engine.loss_fn(model(x), y).backward()
+        # Through the training module: with several ranks, the gradient of the global batch.
+        loss, _, global_len = engine.batch_loss(engine.forward_module(engine.format_input(x)), y, batches)
+        loss.backward()
         for n, p in params.items():
             totals[n] += p.grad.detach().abs().double()
         batches += 1
         # Dense gradient pass: forward + backward at full density.
-        run.ledger.add_extra_flops(3.0 * run.ledger.dense_forward_flops * len(x))
+        run.ledger.add_extra_flops(3.0 * run.ledger.dense_forward_flops * global_len)
         if batches >= run.cfg.growth.gradient_batches:
             break
     model.zero_grad(set_to_none=True)
@@ -84,18 +86,25 @@ def select_edges(
     selection: str,
     temperature: float,
     generator: torch.Generator,
+    device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Indices into the candidate list, and how many of them were drawn with zero score.
 
     ``sample`` draws proportional to score^(1/temperature) without replacement; edges of score 0
     (no path through them) cannot be drawn by that law, so when fewer positive-score edges remain
     than requested, the rest are drawn uniformly among the zero-score ones (recorded).
+
+    The work runs where the scores are (on ``device``, default the CPU, when there are none).
+    Every random draw comes from ``generator``; with the run's CPU generator the uniforms are
+    drawn on the host and copied to the device, so the stream (and, but for the last bit of the
+    device's log in the sampling keys, the edges drawn) is the same on every device.
     """
     if candidate_scores is None:
-        return uniform_without_replacement(n_candidates, k, generator, torch.device("cpu")), 0
+        device = torch.device("cpu") if device is None else torch.device(device)
+        return uniform_without_replacement(n_candidates, k, generator, generator.device).to(device), 0
     # Softmax attention (kept in the ViT's scoring pass) has a derivative of either sign, so a
     # few path sums come out negative; such edges count as score 0 (no positive path through them).
-    scores = candidate_scores.detach().to("cpu", torch.float64).clamp(min=0.0)
+    scores = candidate_scores.detach().to(torch.float64).clamp(min=0.0)
     if selection == "topk":
         return topk_indices(scores, k), 0
     # Normalise before the power: PWMP scores reach 1e51 and would overflow for temperature < 1.
@@ -103,26 +112,38 @@ def select_edges(
     weights = (scores / top).pow(1.0 / temperature) if top > 0 else torch.zeros_like(scores)
     positive = int((weights > 0).sum())
     take = min(k, positive)
-    chosen = sample_without_replacement(weights, take, generator) if take else torch.empty(0, dtype=torch.long)
+    chosen = (
+        sample_without_replacement(weights, take, generator)
+        if take
+        else torch.empty(0, dtype=torch.long, device=scores.device)
+    )
     fill = k - take
     if fill:
         zero = torch.nonzero(weights <= 0).squeeze(1)
-        chosen = torch.cat([chosen, zero[uniform_without_replacement(len(zero), fill, generator, torch.device("cpu"))]])
+        picks = uniform_without_replacement(len(zero), fill, generator, generator.device).to(scores.device)
+        chosen = torch.cat([chosen, zero[picks]])
     return chosen, fill
 
 
 def grow_masks(
     masks: Masks, scores: Mapping[str, torch.Tensor] | None, k: int, selection: str, temperature: float, generator
 ) -> tuple[Masks, int]:
-    """New masks with k absent edges added, chosen globally over all layers."""
+    """New masks with k absent edges added, chosen globally over all layers.
+
+    Runs on the scores' device (the masks' for random growth): nothing of the size of the network
+    goes to the host. The new masks are on the devices of the old ones."""
     names = list(masks)
-    flat_mask = torch.cat([masks[n].detach().flatten().cpu() for n in names])
+    if not names:
+        return {}, 0
+    source = scores[names[0]] if scores is not None else masks[names[0]]
+    device = source.device
+    flat_mask = torch.cat([masks[n].detach().flatten().to(device) for n in names])
     candidates = torch.nonzero(~flat_mask).squeeze(1)
     cand_scores = None
     if scores is not None:
-        flat_scores = torch.cat([scores[n].detach().flatten().to("cpu", torch.float64) for n in names])
+        flat_scores = torch.cat([scores[n].detach().flatten().to(device, torch.float64) for n in names])
         cand_scores = flat_scores[candidates]
-    chosen, zero_filled = select_edges(cand_scores, len(candidates), k, selection, temperature, generator)
+    chosen, zero_filled = select_edges(cand_scores, len(candidates), k, selection, temperature, generator, device)
     flat_mask[candidates[chosen]] = True
     out, offset = {}, 0
     for n in names:
@@ -293,6 +314,11 @@ class GrowthRun(MethodRun):
         )
         if stop_reason is None:
             row["grown"], row["grown_zero_score"] = self.grow(n_new)
+            # Comparable across runs (one process or several); ranks check they agree.
+            row["masks_digest"] = distributed.digest(self.masks)
+            if ctx.shard.world > 1:
+                weights = {f"weight:{n}": t for n, t in self.model.state_dict().items()}
+                distributed.check_identical(f"masks and weights after growth round {r}", distributed.digest({**self.masks, **weights}))
             self.state["round"] = r + 1
         else:
             if self.state["discovered_round"] is None:

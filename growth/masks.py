@@ -6,6 +6,7 @@ parameter names; otherwise every Linear and Conv2d weight is growable.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -58,21 +59,58 @@ def layer_densities(masks: Mapping[str, torch.Tensor]) -> dict[str, float]:
     return {name: float(m.sum()) / m.numel() for name, m in masks.items()}
 
 
+# Per model: the masks the lists below were made from, their identity and version, the masked
+# parameters and the masks as 0/1 tensors of each parameter's dtype, device and memory format.
+_PAIRS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _mask_key(masks: Mapping[str, torch.Tensor]) -> tuple:
+    # A replaced mask changes its id, one changed in place its version counter.
+    return tuple((name, id(m), m._version) for name, m in masks.items())
+
+
+def masked_pairs(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> tuple[list[nn.Parameter], list[torch.Tensor]]:
+    """The masked parameters of `model` and their masks as 0/1 tensors shaped, typed and laid out
+    like the parameters (so one fused multiply applies them), cached until the masks change (a
+    new dict, a replaced mask, a mask changed in place) or a parameter moves or changes dtype."""
+    hit = _PAIRS.get(model)
+    key = _mask_key(masks)
+    if hit is not None and hit[0] is masks and hit[1] == key:
+        params, factors = hit[2], hit[3]
+        if all(p.device == f.device and p.dtype == f.dtype for p, f in zip(params, factors)):
+            return params, factors
+    named = dict(model.named_parameters())
+    params = [named[name] for name in masks]
+    with torch.no_grad():
+        # x * 1.0 is x and x * 0.0 is what x * False gives: the bool masks' exact semantics.
+        factors = [torch.empty_like(p).copy_(m) for p, m in zip(params, masks.values())]
+    # The mask tensors are held too, so that no new tensor can take the id of a cached one.
+    _PAIRS[model] = (masks, key, params, factors, tuple(masks.values()))
+    return params, factors
+
+
 @torch.no_grad()
 def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
-    """Zero every absent weight in place."""
-    params = dict(model.named_parameters())
-    for name, mask in masks.items():
-        params[name].mul_(mask)
+    """Zero every absent weight in place (one fused multiply over all masked weights)."""
+    if not masks:
+        return
+    params, factors = masked_pairs(model, masks)
+    torch._foreach_mul_(params, factors)
 
 
 @torch.no_grad()
 def mask_gradients(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
-    for name, mask in masks.items():
-        grad = params[name].grad
-        if grad is not None:
-            grad.mul_(mask)
+    """Zero the gradient of every absent weight in place (parameters without a gradient are skipped)."""
+    if not masks:
+        return
+    params, factors = masked_pairs(model, masks)
+    grads = [p.grad for p in params]
+    if all(g is not None for g in grads):
+        torch._foreach_mul_(grads, factors)
+        return
+    present = [(g, f) for g, f in zip(grads, factors) if g is not None]
+    if present:
+        torch._foreach_mul_([g for g, _ in present], [f for _, f in present])
 
 
 @torch.no_grad()

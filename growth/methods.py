@@ -15,12 +15,12 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from growth import records
+from growth import distributed, records
 from growth.cost import CostLedger, forward_flops_per_sample
 from growth.data import DatasetSplits, build_dataset
 from growth.masks import growable_weight_names
 from growth.models import build_model
-from growth.train import resolve_device
+from growth.train import maybe_compile, prepare_model, resolve_device
 
 log = logging.getLogger("growth")
 
@@ -53,18 +53,21 @@ STREAMS = {"data": 1, "grow": 2, "init": 3}
 
 
 class RunContext:
-    def __init__(self, cfg: DictConfig, run_dir: Path):
+    def __init__(self, cfg: DictConfig, run_dir: Path, data: DatasetSplits | None = None):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.device = resolve_device(cfg.trainer.device)
+        self.shard = distributed.current()  # this process's rank in a data-parallel run
+        self.device = distributed.cuda_device(resolve_device(cfg.trainer.device))
         if self.device.type == "cpu" and cfg.trainer.cpu_threads > 0:
             torch.set_num_threads(int(cfg.trainer.cpu_threads))
-        self.data: DatasetSplits = build_dataset(cfg.dataset).to(self.device)
+        # `data`: already read (growth.run reads it before the run directory is touched).
+        self.data: DatasetSplits = (data if data is not None else build_dataset(cfg.dataset)).to(self.device)
         self.example_input = self.data.example_input()
         self._segment_start = time.perf_counter()
-        from growth.loggers import build_logger
+        from growth.loggers import RunLogger, build_logger
 
-        self.logger = build_logger(cfg, self.run_dir)
+        # Rank 0 alone logs a data-parallel run.
+        self.logger = build_logger(cfg, self.run_dir) if self.shard.is_writer else RunLogger()
 
     def generator(self, stream: str) -> torch.Generator:
         # Generators live on the CPU: their streams are then identical on every machine.
@@ -73,14 +76,18 @@ class RunContext:
     def build_model(self, init_seed: int | None = None) -> torch.nn.Module:
         torch.manual_seed(int(self.cfg.seed) if init_seed is None else init_seed)
         model = build_model(self.cfg.model, self.data.input_shape, self.data.num_classes)
-        return model.to(self.device)
+        return prepare_model(model.to(self.device), self.cfg.trainer)  # channels-last before any wrapper
+
+    def training_module(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module training steps call: `model`, or a wrapper sharing its parameters."""
+        return maybe_compile(distributed.wrap(model, self.device), self.cfg.trainer)  # trainer.compile
 
     def new_ledger(self, model: torch.nn.Module) -> CostLedger:
         layer_flops, other = forward_flops_per_sample(model, self.example_input, growable_weight_names(model))
         return CostLedger(self.data.num_train, self.cfg.trainer.epochs, layer_flops, other)
 
     def progress(self, message: str) -> None:
-        if self.cfg.output.progress:
+        if self.cfg.output.progress and self.shard.is_writer:
             # Under Hydra the logging setup shows INFO; elsewhere (a bare SLURM job, a script)
             # progress goes to stdout.
             if log.isEnabledFor(logging.INFO) and logging.getLogger().handlers:
@@ -98,7 +105,8 @@ class RunContext:
         records.save_checkpoint(self.run_dir, state)
 
     def load_checkpoint(self) -> dict | None:
-        return records.load_checkpoint(self.run_dir)
+        self.checkpoint_warnings: list[str] = []  # damaged checkpoints skipped: kept in the records
+        return records.load_checkpoint(self.run_dir, problems=self.checkpoint_warnings)
 
 
 # ---------------------------------------------------------------- the base of every method
@@ -134,7 +142,10 @@ class MethodRun:
         self.masks = None
         self.optimizer = None
         self._saved_optimizer = None
-        self.engine = Engine(self.model, ctx.data, self.cfg.trainer, self.ledger, self.gens["data"])
+        self.engine = Engine(
+            self.model, ctx.data, self.cfg.trainer, self.ledger, self.gens["data"],
+            forward_module=ctx.training_module(self.model), shard=ctx.shard,
+        )
 
     # ------------------------------------------------------------ for subclasses
 
@@ -165,7 +176,10 @@ class MethodRun:
             self._saved_optimizer = saved["optimizer"]
             self.engine.step = int(self.state.get("engine_step", 0))
             self.ctx.progress(f"resuming {self.run_dir}")
+        self.state["warnings"] = [*self.state.get("warnings", []), *getattr(self.ctx, "checkpoint_warnings", [])]
         self.engine.set_masks(self.masks)
+        # Every rank has read the same checkpoint before rank 0 may write the next one.
+        distributed.barrier()
         self.ctx.elapsed()
         self.execute()
         return self.write_records("finished")
@@ -263,6 +277,8 @@ class MethodRun:
             "total_cost": {k: totals[k] for k in ("cost_epochs", "cost_flops", "steps", "samples", "seconds")},
             "dense_run_flops": self.ledger.dense_run_flops(),
             "budget": dict(self.ledger.budget),
+            # e.g. a damaged checkpoint that was skipped when resuming
+            "warnings": list(self.state.get("warnings", [])),
         }
         summary.update(self.summary_fields())
         records.atomic_write_json(self.run_dir / "summary.json", summary)

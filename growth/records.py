@@ -7,12 +7,14 @@ over the target, so a reader (or a relaunch after a kill) never sees half a file
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
 import logging
 import math
 import os
+import signal
 import socket
 import tempfile
 import warnings
@@ -22,6 +24,8 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+
+from growth import distributed
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +37,28 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 # Keys that never change what a run computes: excluded from the run's identity.
 _IDENTITY_EXCLUDED = (
-    "output", "logger", "trainer.device", "trainer.cpu_threads", "dry_run", "study",
+    "output", "logger", "trainer.device", "trainer.cpu_threads", "trainer.dist_timeout_min", "dry_run", "study",
     "dataset.root", "dataset.download", "dataset.num_workers",
 )
 
 
+# Test hook (tests/test_faults.py): GROWTH_FAULT_KILL_WRITE="<file name>:<n>" makes this process
+# SIGKILL itself halfway through writing the temporary file of its n-th atomic write of that file
+# (for checkpoint.pt: after the previous checkpoint was rotated), so a kill mid-write is testable.
+_fault_writes: dict[str, int] = {}
+
+
+def _fault_kill_here(path: Path) -> bool:
+    name, _, nth = os.environ.get("GROWTH_FAULT_KILL_WRITE", "").rpartition(":")
+    if path.name != name:
+        return False
+    _fault_writes[name] = _fault_writes.get(name, 0) + 1
+    return _fault_writes[name] == int(nth)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    if not distributed.is_writer():
+        return  # one run trained by several processes: rank 0 alone writes its records
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -46,15 +66,22 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         # mkstemp creates 0600; records are meant to be read by collaborators (umask applies).
         os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
+            if _fault_kill_here(path):
+                f.write(data[: len(data) // 2])
+                f.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.filename is None:
+            # e.g. ENOSPC from write or fsync: say which file could not be written
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
 
 
@@ -106,6 +133,8 @@ def read_json(path: str | Path) -> Any:
 
 def save_checkpoint(run_dir: str | Path, state: Mapping[str, Any]) -> None:
     """Checksummed, atomic; the previous checkpoint is kept as a fallback."""
+    if not distributed.is_writer():
+        return
     run_dir = Path(run_dir)
     buf = io.BytesIO()
     torch.save(dict(state), buf)
@@ -130,20 +159,32 @@ def _read_checkpoint(path: Path) -> dict:
     return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
 
 
-def load_checkpoint(run_dir: str | Path) -> dict | None:
-    """The newest intact checkpoint, or None. A damaged one is reported and skipped, never loaded."""
+def load_checkpoint(run_dir: str | Path, problems: list[str] | None = None) -> dict | None:
+    """The newest intact checkpoint, or None. A damaged one is never loaded: it is reported (a
+    warning, the log, and `problems` for the run's records) and the previous one is used."""
     run_dir = Path(run_dir)
+    damaged: list[str] = []
+    found = None
     for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
         path = run_dir / name
         if not path.exists():
             continue
         try:
-            return _read_checkpoint(path)
+            found = _read_checkpoint(path)
         except Exception as exc:  # any damage: fall back to the previous checkpoint
-            message = f"checkpoint {path} is unusable ({exc}); falling back to an older one"
-            warnings.warn(message, stacklevel=2)
-            log.warning(message)
-    return None
+            damaged.append(f"checkpoint {path} is unusable ({exc})")
+            continue
+        outcome = f"resumed from {name} instead"
+        break
+    else:
+        outcome = "no intact checkpoint is left: the run starts over"
+    for message in damaged:
+        message = f"{message}; {outcome}"
+        warnings.warn(message, stacklevel=2)
+        log.warning(message)
+        if problems is not None:
+            problems.append(message)
+    return found
 
 
 # ---------------------------------------------------------------- run directory
@@ -189,6 +230,25 @@ def read_summary(run_dir: str | Path) -> dict | None:
         return None
 
 
+def remove_stale_temporaries(run_dir: str | Path) -> None:
+    """Delete the temporary files of atomic writes that a killed process left in a run directory
+    (called by the lock holder, the only process that writes there)."""
+    run_dir = Path(run_dir)
+    for folder in (run_dir, run_dir / "snapshots"):
+        for tmp in folder.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+def _process_identity(pid: int) -> str | None:
+    """Boot id and start time of a process (Linux), so a lock outlives neither a reboot nor pid reuse."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return f"{boot}:{stat.rsplit(')', 1)[1].split()[19]}"
+    except (OSError, IndexError):
+        return None
+
+
 class RunLock:
     """Exclusive ownership of a run directory; a lock left by a dead process is taken over."""
 
@@ -196,11 +256,13 @@ class RunLock:
         self.path = Path(run_dir) / "run.lock"
         self.held = False
 
-    def _holder_alive(self) -> bool:
+    def _holder_alive(self, text: str) -> bool:
         try:
-            info = read_json(self.path)
-        except (OSError, json.JSONDecodeError):
-            return False  # half-written or unreadable: treat as stale
+            info = json.loads(text)
+        except json.JSONDecodeError:
+            info = None
+        if not isinstance(info, dict):
+            return False  # unreadable: stale (a lock is created with its content, see _publish)
         job = os.environ.get("SLURM_JOB_ID")
         if job and info.get("slurm_job_id") == job:
             return False  # our own job, requeued after preemption: the old holder is gone
@@ -208,35 +270,97 @@ class RunLock:
             return True  # cannot check another host's processes: respect the lock
         try:
             os.kill(int(info["pid"]), 0)
-        except (ProcessLookupError, ValueError, KeyError):
+        except (ProcessLookupError, ValueError, KeyError, TypeError):
             return False
         except PermissionError:
-            return True
-        return True
+            pass
+        # A pid reused by another process (e.g. after a reboot) does not hold the lock.
+        now = _process_identity(int(info["pid"]))
+        return info.get("process") is None or now is None or now == info["process"]
+
+    def _describe(self, text: str) -> str:
+        try:
+            info = json.loads(text)
+            return f"pid {info.get('pid')} on host {info.get('host')}, SLURM job {info.get('slurm_job_id') or 'none'}"
+        except (json.JSONDecodeError, AttributeError):
+            return text.strip()
 
     def acquire(self) -> None:
+        """Create the lock with its content in one step (a hard link of a file of our own), so no
+        other process ever reads it half-written; a lock whose holder is dead is taken over."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if self._holder_alive():
-                    info = self.path.read_text(errors="replace").strip()
-                    raise RuntimeError(
-                        f"run directory {self.path.parent} is in use by another process ({info}); "
-                        f"if that process is gone for good, delete {self.path}"
-                    ) from None
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump({"pid": os.getpid(), "host": socket.gethostname(), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}, f)
-            self.held = True
+        me = f"{socket.gethostname()}.{os.getpid()}"
+        self._mine = json.dumps({
+            "pid": os.getpid(), "host": socket.gethostname(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            "process": _process_identity(os.getpid()),
+        })
+        claim = self.path.with_name(f".{self.path.name}.{me}.claim")
+        claim.write_text(self._mine)
+        try:
+            for _ in range(5):
+                if not self._publish(claim):
+                    self._take_over_if_stale(me)
+                    continue
+                self.held = True
+                remove_stale_temporaries(self.path.parent)
+                return
+        finally:
+            claim.unlink(missing_ok=True)
+        raise RuntimeError(f"could not take the lock {self.path}: other processes keep taking it")
+
+    def _publish(self, claim: Path) -> bool:
+        """Create the lock with our content; False when a lock is there already."""
+        try:
+            os.link(claim, self.path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.ENOSYS):
+                raise
+        # A file system without hard links: create, then write.
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(self._mine)
+        return True
+
+    def _take_over_if_stale(self, me: str) -> None:
+        try:
+            seen = self.path.read_text(errors="replace")
+        except FileNotFoundError:
+            return  # released meanwhile
+        if self._holder_alive(seen):
+            raise RuntimeError(
+                f"run directory {self.path.parent} is in use by another process ({self._describe(seen)}); "
+                f"if that process is gone for good, delete {self.path}"
+            )
+        # Move the stale lock out of the way under a name of our own, and make sure it is the one
+        # judged stale: another process may have taken the lock over in the meantime.
+        grabbed = self.path.with_name(f".{self.path.name}.{me}.stale")
+        try:
+            os.replace(self.path, grabbed)
+        except FileNotFoundError:
             return
-        raise RuntimeError(f"could not take the lock {self.path}")
+        try:
+            if grabbed.read_text(errors="replace") != seen:
+                os.link(grabbed, self.path)  # a live process's fresh lock: put it back
+                return
+        except FileExistsError:
+            return
+        finally:
+            grabbed.unlink(missing_ok=True)
+        log.warning("took over %s, left by a process that is gone (%s)", self.path, self._describe(seen))
 
     def release(self) -> None:
         if self.held:
-            self.path.unlink(missing_ok=True)
+            try:
+                if self.path.read_text(errors="replace") == self._mine:
+                    self.path.unlink()
+            except FileNotFoundError:
+                pass
             self.held = False
 
     def __enter__(self) -> "RunLock":

@@ -3,6 +3,7 @@ and always leave a summary whose status says how it ended."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -11,11 +12,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from growth import records
+from growth import distributed, records
 from growth.config import validate
-from growth.data import check_dataset
+from growth.data import build_dataset, check_dataset
 from growth.errors import ConfigError, DivergedError
 from growth.methods import RunContext, load_methods
+from growth.train import resolve_device
 
 log = logging.getLogger("growth")
 
@@ -53,18 +55,23 @@ def run(cfg: DictConfig) -> dict:
     precheck = getattr(method_cls, "precheck", None)
     if precheck is not None:
         precheck(cfg)  # e.g. a matched budget's reference run must exist
-    check_writable(run_dir, "output.root")
-    with records.RunLock(run_dir):
-        config_path = run_dir / "config.yaml"
-        records.atomic_write_text(config_path, OmegaConf.to_yaml(cfg, resolve=True))
-        ctx = RunContext(cfg, run_dir)
+    shard = distributed.setup(cfg.trainer, resolve_device(cfg.trainer.device))
+    data = build_dataset(cfg.dataset)  # read (a corrupt file is a ConfigError) before the run directory is touched
+    with _owned(run_dir, cfg, shard):
+        ctx = RunContext(cfg, run_dir, data=data)
         status = "failed"
+        method = None
         try:
-            summary = method_cls(ctx).run()
+            method = method_cls(ctx)
+            summary = method.run()
             status = summary["status"]
         except DivergedError as exc:
             status = "diverged"
-            return _finish_abnormally(run_dir, cfg, "diverged", str(exc), exc.where)
+            # Where the engine was (phase, round, epoch, steps so far), refined by the error's own
+            # (a loss: the first bad step; a score: the layers).
+            engine = getattr(method, "engine", None)
+            where = {**(engine.context if engine else {}), **({"step": engine.step} if engine else {}), **exc.where}
+            return _finish_abnormally(run_dir, cfg, "diverged", str(exc), where)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 _finish_abnormally(run_dir, cfg, "failed", f"no space left on device: {exc}", {})
@@ -76,6 +83,31 @@ def run(cfg: DictConfig) -> dict:
             ctx.logger.finish(status)
     summary["run_dir"] = str(run_dir)
     return summary
+
+
+@contextlib.contextmanager
+def _owned(run_dir: Path, cfg: DictConfig, shard: distributed.Shard):
+    """Rank 0 checks the directory, takes the run's lock and writes its config; the other ranks
+    of a data-parallel run wait for that and fail with the same message if it failed."""
+    lock = records.RunLock(run_dir)
+    problem: Exception | None = None
+    if shard.is_writer:
+        try:
+            check_writable(run_dir, "output.root")
+            lock.acquire()
+            records.atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        except (ConfigError, RuntimeError, OSError) as exc:
+            lock.release()
+            problem = exc
+    message = distributed.broadcast_object(None if problem is None else f"{type(problem).__name__}: {problem}")
+    if problem is not None:
+        raise problem
+    if message is not None:
+        raise RuntimeError(f"rank 0 could not start the run: {message}")
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _finish_abnormally(run_dir: Path, cfg: DictConfig, status: str, message: str, where: dict) -> dict:

@@ -60,6 +60,8 @@ def sample_without_replacement(weights: torch.Tensor, k: int, generator: torch.G
     otherwise.
 
     Returns a LongTensor on ``weights.device`` in draw order: element 0 is the first draw.
+    ``generator`` is a CPU generator (the uniforms are then drawn on the host, whatever the
+    weights' device, and the keys computed on that device) or one on the weights' device.
     A temperature (probability proportional to score^(1/T)) is the caller's: pass score**(1/T).
 
     Raises ValueError for non-1-D, negative or non-finite weights, k < 0, or k larger than the
@@ -78,9 +80,12 @@ def sample_without_replacement(weights: torch.Tensor, k: int, generator: torch.G
     k = _check_k(k, n_pos, f"positive weights among {w.numel()} entries")
     if k == 0:
         return _empty(w.device)
-    _check_generator(generator, w.device)
+    if not (isinstance(generator, torch.Generator) and generator.device.type == "cpu"):
+        _check_generator(generator, w.device)
     # u in (0, 1): rand is [0, 1); clamping 0 away keeps every positive weight's key finite.
-    keys = torch.rand(w.shape, generator=generator, device=w.device, dtype=key_dtype)
+    # A CPU generator serves weights on any device: the uniforms are drawn on the host and
+    # copied, so a run draws the same stream on every device (a run's generators are CPU ones).
+    keys = torch.rand(w.shape, generator=generator, device=generator.device, dtype=key_dtype).to(w.device)
     keys.clamp_(min=torch.finfo(key_dtype).tiny)
     keys.log_().neg_().log_().neg_()  # Gumbel(0, 1) noise
     keys.add_(torch.log(w))  # log(0) = -inf: zero weights come last

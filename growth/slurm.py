@@ -31,14 +31,18 @@ class RunJob(submitit.helpers.Checkpointable):
         return run(cfg)
 
 
-def make_executor(st, folder: Path, name: str, dependency: str | None = None) -> submitit.AutoExecutor:
+def make_executor(st, folder: Path, name: str, dependency: str | None = None, trainer=None) -> submitit.AutoExecutor:
+    """An executor for one job; `trainer` (the run's trainer config) sets one task per process of
+    a data-parallel run."""
     res = OmegaConf.to_container(st.slurm, resolve=True)
     executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm", slurm_max_num_timeout=res["max_num_timeout"])
     extra = dict(res["additional_parameters"] or {})
     params = {
         "name": name,
         "timeout_min": res["time_min"],
-        "gpus_per_node": res["gpus_per_node"],
+        "nodes": int(trainer.nodes) if trainer is not None else 1,
+        "tasks_per_node": int(trainer.devices) if trainer is not None else 1,
+        "gpus_per_task": res["gpus_per_task"],
         "cpus_per_task": res["cpus_per_task"],
         "mem_gb": res["mem_gb"],
         "slurm_additional_parameters": extra,
@@ -72,7 +76,7 @@ class SlurmStudyExecutor:
             job.status = f"skipped (already {summary['status']})"
             return
         dependency = "afterok:" + ":".join(dependency_ids) if dependency_ids else None
-        handle = make_executor(self.st, self.folder, job.label, dependency).submit(RunJob(), cfg)
+        handle = make_executor(self.st, self.folder, job.label, dependency, cfg.trainer).submit(RunJob(), cfg)
         job.job_id = str(handle.job_id)
         job.status = "submitted" + (f" (after {dependency})" if dependency else "")
         self.handles[job.label] = handle

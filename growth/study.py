@@ -23,6 +23,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from growth import records
+from growth.errors import ConfigError
 
 log = logging.getLogger("growth")
 
@@ -134,7 +135,13 @@ class Study:
         from growth.run import prepare
 
         for job in plan_independent(self.st):
-            prepare(self.job_config(job))
+            cfg = self.job_config(job)
+            prepare(cfg)
+            if self.st.executor == "local" and cfg.trainer.devices * cfg.trainer.nodes > 1:
+                raise ConfigError(
+                    f"study.executor=local runs every job in this process, but trainer.devices={cfg.trainer.devices} "
+                    f"x trainer.nodes={cfg.trainer.nodes} asks for several: use study.executor=slurm"
+                )
 
     def reference_job(self, seed: int) -> Job | None:
         return next((j for j in self.jobs if j.label == f"{self.st.reference}/s{seed}"), None)

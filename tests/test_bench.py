@@ -73,6 +73,25 @@ def test_gpu_check_runs_tiny_on_the_cpu(tmp_path, capsys):
     assert {"d", "f-device-dense", "f-loader-10%", "h"} <= set(seconds)
 
 
+def test_gpu_check_uses_and_records_the_speed_switches(tmp_path):
+    out = tmp_path / "gpu"
+    args = ["--device", "cpu", "--tiny", "--workers", "0", "--precision", "bf16", "--channels-last", "--out", str(out)]
+    assert load_script("gpu_check").main(args) == 0
+    payload = json.loads((out / "gpu_check.json").read_text())
+    assert payload["settings"]["precision"] == "bf16" and payload["settings"]["channels_last"] is True
+    assert payload["settings"]["compile"] is False
+    assert "bf16" in payload["machine"]["precision"] and "float64" in payload["machine"]["precision"]
+    check_report(payload["rows"], table_rows((out / "gpu_check.md").read_text()), GPU_CHECK_ROWS)
+    # every check's trainer config (the Engines' and the bare loop's) carries the switches
+    measure = load_script("measure")
+    measure.SPEED.update(precision="bf16", channels_last=True)
+    try:
+        cfg = measure.trainer_recipe(batch_size=8)
+        assert (cfg.precision, cfg.channels_last, cfg.compile) == ("bf16", True, False)
+    finally:
+        measure.SPEED.clear()
+
+
 def test_gpu_check_refuses_cuda_where_there_is_none(tmp_path, capsys):
     import torch
 

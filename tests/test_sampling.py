@@ -138,8 +138,13 @@ def test_runs_on_cuda_with_cuda_generator():
     g = torch.Generator(device="cuda").manual_seed(0)
     idx = sample_without_replacement(w, 1000, g)
     assert idx.device.type == "cuda" and idx.unique().numel() == 1000
+    # a CUDA generator does not serve CPU weights; a CPU generator serves any device, drawing
+    # the same uniforms as on the CPU (so the same edges, but for a last-bit difference of log)
     with pytest.raises(ValueError, match="generator"):
-        sample_without_replacement(w, 10, gen())
+        sample_without_replacement(w.cpu(), 10, g)
+    on_cuda = sample_without_replacement(w, 1000, gen(4))
+    assert on_cuda.device.type == "cuda"
+    assert set(on_cuda.cpu().tolist()) == set(sample_without_replacement(w.cpu(), 1000, gen(4)).tolist())
 
 
 # --- top-k and uniform -----------------------------------------------------------------------

@@ -27,6 +27,7 @@ __all__ = [
     "TensorBatches",
     "build_dataset",
     "check_dataset",
+    "dataset_shape",
     "dataset_problems",
     "load_digits",
     "register_dataset_schemas",
@@ -93,3 +94,15 @@ def build_dataset(cfg) -> DatasetSplits:
     except KeyError:
         raise ConfigError(f"dataset.name={cfg.name!r} is unknown: valid are {sorted(DATASETS)}") from None
     return loader(cfg)
+
+
+def dataset_shape(cfg) -> tuple[tuple[int, ...], int] | None:
+    """(input shape, number of classes) of a dataset option, without reading its files (None when
+    unknown). ImageNet's class count is the full set's; the loaded folders decide the real one."""
+    if cfg.name == "digits":
+        return (64,), 10
+    spec = SPECS.get(cfg.name)
+    if spec is None:
+        return None
+    size = spec.size or int(cfg.get("image_size", 224))
+    return (spec.channels, size, size), spec.num_classes

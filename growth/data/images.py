@@ -40,13 +40,15 @@ def _loader_items(n: int, generator: torch.Generator | None) -> list[tuple[int, 
     return list(zip(perm.tolist(), sample_seeds(base, n).tolist()))
 
 
-def _loader_batches(dataset, items, batch_size, num_workers, device, scale, shift):
+def _loader_batches(dataset, items, batch_size, num_workers, device, scale, shift, shard=(0, 1)):
+    # This rank's share of every global batch; each rank loads only its own samples.
+    rank, world = shard
+    batches = [items[s : s + batch_size][rank::world] for s in range(0, len(items), batch_size)]
     # A private generator: DataLoader draws its worker base seed from the global generator
     # otherwise, which would shift every later draw of the run.
     loader = DataLoader(
         dataset,
-        batch_size=batch_size,
-        sampler=items,
+        batch_sampler=batches,
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(0),
@@ -147,32 +149,34 @@ class ImageArray:
 
     # ----------------------------------------------------------- batches
 
-    def train_batches(self, y: torch.Tensor, batch_size: int, generator: torch.Generator) -> Iterator:
-        """One epoch of shuffled, augmented, normalised (x, y) batches."""
+    def train_batches(self, y: torch.Tensor, batch_size: int, generator: torch.Generator, shard=(0, 1)) -> Iterator:
+        """One epoch of shuffled, augmented, normalised (x, y) batches (this rank's share of each
+        global batch: samples rank, rank + world, ... of it)."""
         if self.data_path == "loader":
-            return self._loader_train_batches(y, batch_size, generator)
-        return self._device_train_batches(y, batch_size, generator)
+            return self._loader_train_batches(y, batch_size, generator, shard)
+        return self._device_train_batches(y, batch_size, generator, shard)
 
-    def _device_train_batches(self, y, batch_size, generator):
+    def _device_train_batches(self, y, batch_size, generator, shard):
         # Every random draw of the epoch happens up front from the run's generator (on its
         # device), then moves to the data once: no host round trip per step.
         n = len(self)
         perm = _to_device(torch.randperm(n, generator=generator, device=generator.device), self.raw.device)
         params = _to_device(self.augment.draw(n, generator), self.raw.device) if self.augment is not None else None
         y = y.to(self.raw.device)
+        rank, world = shard
         for start in range(0, n, batch_size):
-            idx = perm[start : start + batch_size]
+            idx = perm[start : start + batch_size][rank::world]
             if params is None:
                 u8 = self.raw[idx]
             else:
-                u8 = self.augment.apply(self.raw, idx, params[start : start + batch_size])
+                u8 = self.augment.apply(self.raw, idx, params[start : start + batch_size][rank::world])
             yield normalize(u8.to(self.device, non_blocking=True), self._scale, self._shift), y[idx].to(self.device)
 
-    def _loader_train_batches(self, y, batch_size, generator):
+    def _loader_train_batches(self, y, batch_size, generator, shard):
         transform = self.augment.torchvision(tuple(self.raw.shape[2:])) if self.augment is not None else None
         samples = _ArraySamples(self.raw.cpu(), y.cpu(), transform)
         items = _loader_items(len(self), generator)
-        yield from _loader_batches(samples, items, batch_size, self.num_workers, self.device, self._scale, self._shift)
+        yield from _loader_batches(samples, items, batch_size, self.num_workers, self.device, self._scale, self._shift, shard)
 
     def eval_batches(self, y: torch.Tensor, batch_size: int) -> Iterator:
         y = y.to(self.device)
@@ -289,10 +293,10 @@ class FolderImages:
             device=device,
         )
 
-    def train_batches(self, y: torch.Tensor, batch_size: int, generator: torch.Generator) -> Iterator:
+    def train_batches(self, y: torch.Tensor, batch_size: int, generator: torch.Generator, shard=(0, 1)) -> Iterator:
         data = _FileSamples(self.samples, self._train_t, seeded=True)
         items = _loader_items(len(self), generator)
-        return _loader_batches(data, items, batch_size, self.num_workers, self.device, self._scale, self._shift)
+        return _loader_batches(data, items, batch_size, self.num_workers, self.device, self._scale, self._shift, shard)
 
     def eval_batches(self, y: torch.Tensor, batch_size: int) -> Iterator:
         data = _FileSamples(self.samples, self._eval_t, seeded=False)

@@ -69,9 +69,12 @@ class DatasetSplits:
         free, _ = torch.cuda.mem_get_info(device)
         return "device" if sum(a.nbytes for a in arrays) <= 0.5 * free else "loader"
 
-    def train_batches(self, batch_size: int, generator: torch.Generator) -> "TensorBatches":
-        """Shuffled (and, where configured, augmented) normalised training batches; one epoch per iteration."""
-        return TensorBatches(self.train_x, self.train_y, batch_size, generator)
+    def train_batches(
+        self, batch_size: int, generator: torch.Generator, shard: tuple[int, int] = (0, 1)
+    ) -> "TensorBatches":
+        """Shuffled (and, where configured, augmented) normalised training batches; one epoch per
+        iteration. With ``shard=(rank, world)``, this rank's share of every global batch."""
+        return TensorBatches(self.train_x, self.train_y, batch_size, generator, shard)
 
     def eval_batches(self, split: str, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The `split` ("val" or "test", or "train") in order, as normalised float batches."""
@@ -101,20 +104,28 @@ class TensorBatches:
     Plain tensors are batched here; image splits (uint8 storage) produce their own augmented,
     normalised batches, on the device or through a DataLoader. Every random draw comes from
     `generator`, so a resumed run continues the same stream.
+
+    ``shard=(rank, world)``: every rank draws the same global batches from the same generator and
+    keeps samples ``rank, rank + world, ...`` of each (data-parallel training); ``len`` stays the
+    number of global batches.
     """
 
-    def __init__(self, x: Inputs, y: torch.Tensor, batch_size: int, generator: torch.Generator):
+    def __init__(
+        self, x: Inputs, y: torch.Tensor, batch_size: int, generator: torch.Generator, shard: tuple[int, int] = (0, 1)
+    ):
         self.x, self.y, self.batch_size, self.generator = x, y, batch_size, generator
+        self.shard = shard
 
     def __len__(self) -> int:
         return -(-len(self.x) // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if not torch.is_tensor(self.x):
-            yield from self.x.train_batches(self.y, self.batch_size, self.generator)
+            yield from self.x.train_batches(self.y, self.batch_size, self.generator, shard=self.shard)
             return
+        rank, world = self.shard
         perm = torch.randperm(len(self.x), generator=self.generator, device=self.generator.device)
         perm = perm.to(self.x.device)
         for start in range(0, len(perm), self.batch_size):
-            idx = perm[start : start + self.batch_size]
+            idx = perm[start : start + self.batch_size][rank::world]
             yield self.x[idx], self.y[idx]

@@ -1,0 +1,91 @@
+"""One run trained by 2 DDP processes (gloo on the CPU), launched as the 2 tasks of a job on the
+real SLURM cluster and through submitit's local executor, against the same run in one process.
+
+Tolerance, and why: both runs take the same steps on the same global batches; the two-process
+gradient is the all-reduced average of two half-batch sums instead of one full-batch mean, so the
+runs differ only by float32 summation order (about 1e-7 relative per step). Over this run's ~200
+steps that stays far below what would move a growth decision or a prediction: we require the
+same masks after every growth round, the same number of correctly classified samples (validation
+and test), and losses within 1e-4 relative.
+"""
+
+import csv
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from growth.run import run
+from tests.conftest import FAST, compose_cfg
+from tests.test_slurm import cluster, launch, summaries  # noqa: F401  (cluster is a fixture)
+
+pytestmark = pytest.mark.slow
+
+RANK_LINE = re.compile(r"rank (\d) of 2: masks and weights after growth round (\d+) ([0-9a-f]+)")
+
+
+def rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "rounds.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def files_of(run_dir: Path) -> set[str]:
+    return {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()}
+
+
+def test_two_process_run_agrees_with_one_process(cluster, tmp_path):
+    ddp_root = tmp_path / "ddp"
+    proc = launch(["-m", f"hydra/launcher={cluster}", f"output.root={ddp_root}", *FAST, "trainer.devices=2"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    found = summaries(ddp_root)
+    assert len(found) == 1, f"one run, one set of records: {sorted(found)}"
+    (name, ddp), = found.items()
+    assert ddp["status"] == "finished", ddp
+    ddp_dir = ddp_root / name
+
+    single = run(compose_cfg(FAST, tmp_path / "single"))
+    single_dir = Path(single["run_dir"])
+    # Rank 1 wrote nothing of its own: the directory holds exactly what a one-process run writes.
+    assert files_of(ddp_dir) == files_of(single_dir)
+
+    # Both ranks held the same masks and weights after every growth step (each task's own log).
+    logs = sorted(ddp_root.rglob("*_log.out"))
+    digests: dict[int, dict[int, str]] = {}
+    for log in logs:
+        for rank, rnd, digest in RANK_LINE.findall(log.read_text(errors="replace")):
+            digests.setdefault(int(rnd), {})[int(rank)] = digest
+    grown_rounds = [int(r["round"]) for r in rows(single_dir) if r["masks_digest"]]
+    assert grown_rounds and sorted(digests) == grown_rounds, (digests, [str(p) for p in logs])
+    for rnd, by_rank in digests.items():
+        assert sorted(by_rank) == [0, 1] and by_rank[0] == by_rank[1], (rnd, by_rank)
+
+    # ...and agree with one process on the same global batch.
+    one, two = rows(single_dir), rows(ddp_dir)
+    assert [r["masks_digest"] for r in two] == [r["masks_digest"] for r in one]
+    assert [r["edges"] for r in two] == [r["edges"] for r in one]
+    assert [r["cost_epochs"] for r in two] == [r["cost_epochs"] for r in one]
+    for a, b in zip(one, two):
+        assert float(a["proxy_accuracy"]) == float(b["proxy_accuracy"])
+        for key in ("val_loss", "train_loss"):
+            assert math.isclose(float(a[key]), float(b[key]), rel_tol=1e-4), (key, a[key], b[key])
+    assert ddp["test_accuracy"] == single["test_accuracy"]
+    assert ddp["discovered_density"] == single["discovered_density"]
+    assert ddp["total_cost"]["samples"] == single["total_cost"]["samples"]
+
+
+def test_a_run_asking_for_two_processes_started_as_one_says_how_to_launch(make_cfg):
+    from growth.errors import ConfigError
+
+    cfg = make_cfg("trainer.devices=2")
+    with pytest.raises(ConfigError, match=r"trainer.devices=2 .* needs 2 processes.*torchrun --nproc_per_node=2"):
+        run(cfg)
+
+
+def test_a_local_study_refuses_multi_process_runs_before_running_anything(tmp_path):
+    from tests.test_slurm import launch as launch_cli
+
+    proc = launch_cli(["study=compare", "trainer.devices=2", f"output.root={tmp_path}", *FAST])
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "study.executor=local" in proc.stderr and "use study.executor=slurm" in proc.stderr
+    assert not list(tmp_path.glob("*/summary.json")), "nothing ran"
