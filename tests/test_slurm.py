@@ -6,6 +6,7 @@ In CI the cluster must be there: a missing one fails loudly instead of skipping.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -120,20 +121,40 @@ def test_study_on_slurm_holds_matched_jobs_until_the_reference_succeeded(tmp_pat
     assert "submitted 0 SLURM jobs" in again.stdout, again.stdout
 
 
-def test_preempted_job_resumes_and_ends_like_an_uninterrupted_run(tmp_path):
+def task_pids(controller_pid: int) -> list[int]:
+    """The task processes submitit's local controller started (its children)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == controller_pid:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def preempt(job, cluster: str) -> None:
+    """The signal SLURM sends before preemption or a time limit (USR2); submitit checkpoints and
+    requeues the job. On SLURM: submitit's own test hook (its preemption variant also sends SIGTERM,
+    which races with the `scontrol requeue` it starts; USR2 alone exercises the same path). Locally
+    the hook signals submitit's controller, which does not forward USR2, so the task gets it."""
+    if cluster == "slurm":
+        job._interrupt(timeout=True)
+        return
+    pids = task_pids(job._process.pid)
+    assert pids, "the local job's task process was found"
+    for pid in pids:
+        os.kill(pid, signal.SIGUSR2)
+
+
+def test_preempted_job_resumes_and_ends_like_an_uninterrupted_run(cluster, tmp_path):
     import submitit
 
     from growth.records import load_checkpoint, run_dir_for
     from growth.run import run
     from growth.slurm import RunJob
 
-    # SLURM only: submitit's local executor does not deliver its test preemption signal to the
-    # task here; a killed local run is covered by tests/test_run.py (SIGKILL and relaunch).
-    if not slurm_available():
-        if os.environ.get("CI"):
-            raise RuntimeError("CI is set but no SLURM cluster answers (sinfo)")
-        pytest.skip("no SLURM cluster here")
-    cluster = "slurm"
     overrides = [*FAST, "growth.max_rounds=8", "growth.timing.epochs=3", "trainer.epochs=30", "output.progress=true"]
     cfg = compose_cfg(overrides, tmp_path=tmp_path / "preempted")
     reference = compose_cfg(overrides, tmp_path=tmp_path / "reference")
@@ -152,12 +173,72 @@ def test_preempted_job_resumes_and_ends_like_an_uninterrupted_run(tmp_path):
     else:
         pytest.fail("the job never reached round 2")
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "running"
-    # The signal SLURM sends before preemption or a time limit (USR2): submitit checkpoints and
-    # requeues the job. submitit's preemption variant also sends SIGTERM, which races with the
-    # `scontrol requeue` it starts and can kill it; USR2 alone exercises the same requeue path.
-    job._interrupt(timeout=True)
+    preempt(job, cluster)
     summary = job.result()
     assert summary["status"] == "finished"
     log = "\n".join(p.read_text() for p in (tmp_path / "jobs").glob("*_log.*"))
     assert "resuming" in log, "the requeued job resumed from its checkpoint"
+    assert comparable_records(run_dir) == comparable_records(run_dir_for(reference))
+
+
+def test_preempted_in_a_growth_round_and_again_in_extensive_training_ends_like_an_uninterrupted_run(cluster, tmp_path):
+    """Issue 7, fault 8: one job preempted in each phase, so requeued twice (a growth round, then
+    extensive training), ends with the records of a run never interrupted. Each requeued process
+    is seen taking over the run's lock."""
+    import submitit
+
+    from growth.records import load_checkpoint, run_dir_for
+    from growth.run import run
+    from growth.slurm import RunJob
+
+    overrides = [*FAST, "growth.max_rounds=6", "growth.timing.epochs=3", "trainer.epochs=120", "output.progress=true"]
+    cfg = compose_cfg(overrides, tmp_path=tmp_path / "preempted")
+    reference = compose_cfg(overrides, tmp_path=tmp_path / "reference")
+    run(reference)
+    os.environ.update(SLURM_ENV)
+    executor = submitit.AutoExecutor(folder=str(tmp_path / "jobs"), cluster=cluster, slurm_max_num_timeout=3)
+    executor.update_parameters(timeout_min=20, cpus_per_task=1, mem_gb=1, gpus_per_node=0)
+    job = executor.submit(RunJob(), cfg)
+    run_dir = run_dir_for(cfg)
+    holders: list[int] = []  # the processes that held the run's lock, in order
+
+    def watch(what, reached):
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            try:
+                pid = json.loads((run_dir / "run.lock").read_text())["pid"]
+                if not holders or holders[-1] != pid:
+                    holders.append(pid)
+            except (OSError, ValueError, KeyError):
+                pass
+            ckpt = load_checkpoint(run_dir) if (run_dir / "checkpoint.pt").exists() else None
+            if ckpt is not None and reached(ckpt["state"]):
+                return ckpt["state"]
+            time.sleep(0.02)
+        pytest.fail(f"the job never reached {what}")
+
+    def extensive_epoch(state) -> int:
+        prog = [p for k, p in state["progress"].items() if k.startswith("extensive:") and p["result"] is None]
+        return prog[0]["epoch"] if state["phase"] == "extensive" and prog else -1
+
+    watch("growth round 2", lambda s: s["phase"] == "growth" and s["round"] >= 2)
+    preempt(job, cluster)
+    first = holders[-1]
+    # The requeued process takes over the lock, then trains on into extensive training.
+    state = watch("extensive epoch 5 in the requeued job", lambda s: len(holders) >= 2 and extensive_epoch(s) >= 5)
+    assert extensive_epoch(state) < 100, "preempted mid-way through extensive training"
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "running"
+    preempt(job, cluster)
+    second = holders[-1]
+    while not job.done():
+        try:
+            pid = json.loads((run_dir / "run.lock").read_text())["pid"]
+            if holders[-1] != pid:
+                holders.append(pid)
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.02)
+    summary = job.result()
+    assert summary["status"] == "finished"
+    assert len(holders) == 3 and first != second != holders[-1], holders
     assert comparable_records(run_dir) == comparable_records(run_dir_for(reference))
