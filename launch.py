@@ -102,5 +102,25 @@ def run_study(cfg: DictConfig) -> list:
     return jobs
 
 
+def compose_for_hints(overrides: list[str]):
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SystemExit as exc:
+        # Hydra refused the command line (exit 1 after its own message): name the valid keys.
+        if exc.code == 1:
+            from growth.config import override_hints
+
+            hints = override_hints(sys.argv[1:], compose_for_hints)
+            if hints:
+                print("error: " + "\n       ".join(hints), file=sys.stderr)
+                sys.exit(2)
+        raise

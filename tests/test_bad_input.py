@@ -49,8 +49,12 @@ CASES = [
     # --- unknown option, unknown key, wrong type: Hydra refuses while composing
     case("unknown method option", ["method=pwmpx"], ["method/pwmpx", "Available options in 'method'", "pwmpr", "rigl"], "compose"),
     case("unknown dataset option", ["dataset=digitz"], ["dataset/digitz", "Available options in 'dataset'", "digits", "cifar10"], "compose"),
-    # Hydra names the misspelt key and the schema it is not in (GrowthConfig), not the valid keys.
+    # Hydra names the misspelt key and its schema; launch.py then adds the key meant and the valid
+    # keys (test_the_command_line_names_the_key_meant_and_the_valid_keys below).
     case("unknown key", ["growth.seed_densty=0.1"], ["growth.seed_densty", "Key 'seed_densty' not in 'GrowthConfig'"], "compose"),
+    # `+key=value` gets past Hydra's check: validation refuses keys no schema declares.
+    case("appended unknown key", ["+growth.seed_densty=0.1"],
+         ["growth.seed_densty is not a key of growth", "did you mean growth.seed_density?", "valid keys are", "'temperature'"]),
     case("unknown key in a model schema", ["model.hiden=[3]"], ["model.hiden", "Key 'hiden' not in 'MLPConfig'"], "compose"),
     case("wrong type: epochs=ten", ["trainer.epochs=ten"], ["trainer.epochs=ten", "'ten'", "could not be converted to Integer"], "compose"),
     case("wrong type: temperature=hot", ["growth.temperature=hot"], ["growth.temperature=hot", "could not be converted to Float"], "compose"),
@@ -103,6 +107,11 @@ CASES = [
          ["mnist.npz", "cannot be read as an .npz archive", "Expected", "To get it again"], "run"),
     case("dataset labels out of range (same run dir)", ["dataset=mnist", "dataset.root={mnist_bad_labels}"],
          ["train labels span [10, 19], expected [0, 10)", "To get it again"], "run"),
+    # --- launch
+    case("two processes asked for, one started", ["trainer.devices=2"],
+         ["trainer.devices=2 x trainer.nodes=1 needs 2 processes", "hydra/launcher=slurm or local", "torchrun --nproc_per_node=2"], "run"),
+    case("global batch smaller than the processes", ["trainer.devices=4", "trainer.batch_size=2"],
+         ["trainer.batch_size=2 is invalid", "at least trainer.devices x trainer.nodes = 4"]),
     # --- results root
     case("results root under a file", ["output.root={a_file}/results"], ["output.root=", "is not a directory", "choose a writable output.root"]),
 ]
@@ -241,6 +250,24 @@ def test_bad_input_is_rejected_before_anything_runs_and_nothing_is_written(case,
     for fragment in expect:
         assert fragment in text, f"{fragment!r} not in:\n{text}"
     assert tree(root) == before, "something was written under the results root"
+
+
+def test_the_command_line_names_the_key_meant_and_the_valid_keys(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "launch.py"), "growth.seed_densty=0.1", "method=rigl", "method.densty=0.2",
+         f"output.root={tmp_path}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "did you mean growth.seed_density?" in proc.stderr
+    assert "method.densty is not a key of method: did you mean method.density?" in proc.stderr
+    assert "'drop_fraction'" in proc.stderr  # the valid keys of the method chosen (rigl)
+    assert not any(tmp_path.iterdir())
 
 
 def test_the_existing_runs_resume_normally_after_all_that(world):
