@@ -61,7 +61,14 @@ def test_two_process_run_agrees_with_one_process(cluster, tmp_path):
         assert sorted(by_rank) == [0, 1] and by_rank[0] == by_rank[1], (rnd, by_rank)
 
     # ...and agree with one process on the same global batch.
-    one, two = rows(single_dir), rows(ddp_dir)
+    assert_agree(single_dir, single, ddp_dir, ddp)
+
+
+def assert_agree(one_dir: Path, one_summary: dict, two_dir: Path, two_summary: dict) -> None:
+    """The tolerance of the module docstring: same masks every round, same correct counts, losses
+    within 1e-4 relative."""
+    one, two = rows(one_dir), rows(two_dir)
+    assert len(one) == len(two)
     assert [r["masks_digest"] for r in two] == [r["masks_digest"] for r in one]
     assert [r["edges"] for r in two] == [r["edges"] for r in one]
     assert [r["cost_epochs"] for r in two] == [r["cost_epochs"] for r in one]
@@ -69,9 +76,48 @@ def test_two_process_run_agrees_with_one_process(cluster, tmp_path):
         assert float(a["proxy_accuracy"]) == float(b["proxy_accuracy"])
         for key in ("val_loss", "train_loss"):
             assert math.isclose(float(a[key]), float(b[key]), rel_tol=1e-4), (key, a[key], b[key])
-    assert ddp["test_accuracy"] == single["test_accuracy"]
-    assert ddp["discovered_density"] == single["discovered_density"]
-    assert ddp["total_cost"]["samples"] == single["total_cost"]["samples"]
+    assert two_summary["test_accuracy"] == one_summary["test_accuracy"]
+    assert two_summary["discovered_density"] == one_summary["discovered_density"]
+    assert two_summary["total_cost"]["samples"] == one_summary["total_cost"]["samples"]
+
+
+def test_a_preempted_two_process_job_resumes_and_agrees_with_one_process(cluster, tmp_path):
+    """Preemption of a multi-task job: submitit's rank 0 checkpoints nothing itself (the run
+    checkpoints every round and epoch) and requeues the job; both tasks start again and resume
+    from rank 0's last checkpoint."""
+    import json
+    import os
+    import time
+
+    import submitit
+
+    from growth.records import load_checkpoint, run_dir_for
+    from growth.slurm import RunJob
+    from tests.test_slurm import SLURM_ENV, preempt
+
+    overrides = [*FAST, "growth.max_rounds=8", "growth.timing.epochs=3", "trainer.epochs=30", "output.progress=true"]
+    cfg = compose_cfg([*overrides, "trainer.devices=2"], tmp_path=tmp_path / "preempted")
+    os.environ.update(SLURM_ENV)
+    executor = submitit.AutoExecutor(folder=str(tmp_path / "jobs"), cluster=cluster, slurm_max_num_timeout=3)
+    executor.update_parameters(timeout_min=20, cpus_per_task=1, mem_gb=1, gpus_per_node=0, tasks_per_node=2)
+    job = executor.submit(RunJob(), cfg)
+    single = run(compose_cfg(overrides, tmp_path=tmp_path / "single"))
+    run_dir = run_dir_for(cfg)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        ckpt = load_checkpoint(run_dir) if (run_dir / "checkpoint.pt").exists() else None
+        if ckpt is not None and ckpt["state"]["round"] >= 2:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the job never reached round 2")
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "running"
+    preempt(job, cluster)
+    summary = job.results()[0]  # rank 0's
+    assert summary["status"] == "finished"
+    log = "\n".join(p.read_text(errors="replace") for p in (tmp_path / "jobs").glob("*_0_log.*"))
+    assert "resuming" in log, "the requeued job resumed from its checkpoint"
+    assert_agree(Path(single["run_dir"]), single, run_dir, json.loads((run_dir / "summary.json").read_text()))
 
 
 def test_a_run_asking_for_two_processes_started_as_one_says_how_to_launch(make_cfg):
