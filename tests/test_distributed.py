@@ -86,31 +86,16 @@ def test_a_preempted_two_process_job_resumes_and_agrees_with_one_process(cluster
     checkpoints every round and epoch) and requeues the job; both tasks start again and resume
     from rank 0's last checkpoint."""
     import json
-    import os
-    import time
 
-    import submitit
-
-    from growth.records import load_checkpoint, run_dir_for
-    from growth.slurm import RunJob
-    from tests.test_slurm import SLURM_ENV, preempt
+    from growth.records import run_dir_for
+    from tests.test_slurm import preempt, submit_run, wait_for_checkpoint
 
     overrides = [*FAST, "growth.max_rounds=8", "growth.timing.epochs=3", "trainer.epochs=30", "output.progress=true"]
     cfg = compose_cfg([*overrides, "trainer.devices=2"], tmp_path=tmp_path / "preempted")
-    os.environ.update(SLURM_ENV)
-    executor = submitit.AutoExecutor(folder=str(tmp_path / "jobs"), cluster=cluster, slurm_max_num_timeout=3)
-    executor.update_parameters(timeout_min=20, cpus_per_task=1, mem_gb=1, gpus_per_node=0, tasks_per_node=2)
-    job = executor.submit(RunJob(), cfg)
+    job = submit_run(cfg, cluster, tmp_path / "jobs", tasks=2)
     single = run(compose_cfg(overrides, tmp_path=tmp_path / "single"))
     run_dir = run_dir_for(cfg)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        ckpt = load_checkpoint(run_dir) if (run_dir / "checkpoint.pt").exists() else None
-        if ckpt is not None and ckpt["state"]["round"] >= 2:
-            break
-        time.sleep(0.05)
-    else:
-        pytest.fail("the job never reached round 2")
+    wait_for_checkpoint(run_dir, "round 2", lambda state: state["round"] >= 2)
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "running"
     preempt(job, cluster)
     summary = job.results()[0]  # rank 0's

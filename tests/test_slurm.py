@@ -148,30 +148,44 @@ def preempt(job, cluster: str) -> None:
         os.kill(pid, signal.SIGUSR2)
 
 
-def test_preempted_job_resumes_and_ends_like_an_uninterrupted_run(cluster, tmp_path):
+def submit_run(cfg, cluster: str, folder: Path, tasks: int = 1):
+    """One run as a submitit job (RunJob) on the small node; `tasks` processes."""
     import submitit
 
-    from growth.records import load_checkpoint, run_dir_for
-    from growth.run import run
     from growth.slurm import RunJob
+
+    os.environ.update(SLURM_ENV)
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster, slurm_max_num_timeout=3)
+    executor.update_parameters(timeout_min=20, cpus_per_task=1, mem_gb=1, gpus_per_node=0, tasks_per_node=tasks)
+    return executor.submit(RunJob(), cfg)
+
+
+def wait_for_checkpoint(run_dir: Path, what: str, reached, on_poll=None) -> dict:
+    """Poll the run's checkpoint until `reached(state)`; the state then."""
+    from growth.records import load_checkpoint
+
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if on_poll is not None:
+            on_poll()
+        ckpt = load_checkpoint(run_dir) if (run_dir / "checkpoint.pt").exists() else None
+        if ckpt is not None and reached(ckpt["state"]):
+            return ckpt["state"]
+        time.sleep(0.02)
+    pytest.fail(f"the job never reached {what}")
+
+
+def test_preempted_job_resumes_and_ends_like_an_uninterrupted_run(cluster, tmp_path):
+    from growth.records import run_dir_for
+    from growth.run import run
 
     overrides = [*FAST, "growth.max_rounds=8", "growth.timing.epochs=3", "trainer.epochs=30", "output.progress=true"]
     cfg = compose_cfg(overrides, tmp_path=tmp_path / "preempted")
     reference = compose_cfg(overrides, tmp_path=tmp_path / "reference")
     run(reference)
-    os.environ.update(SLURM_ENV)
-    executor = submitit.AutoExecutor(folder=str(tmp_path / "jobs"), cluster=cluster, slurm_max_num_timeout=3)
-    executor.update_parameters(timeout_min=20, cpus_per_task=1, mem_gb=1, gpus_per_node=0)
-    job = executor.submit(RunJob(), cfg)
+    job = submit_run(cfg, cluster, tmp_path / "jobs")
     run_dir = run_dir_for(cfg)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        ckpt = load_checkpoint(run_dir) if (run_dir / "checkpoint.pt").exists() else None
-        if ckpt is not None and ckpt["state"]["round"] >= 2:
-            break
-        time.sleep(0.05)
-    else:
-        pytest.fail("the job never reached round 2")
+    wait_for_checkpoint(run_dir, "round 2", lambda state: state["round"] >= 2)
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "running"
     preempt(job, cluster)
     summary = job.result()
@@ -185,37 +199,27 @@ def test_preempted_in_a_growth_round_and_again_in_extensive_training_ends_like_a
     """Issue 7, fault 8: one job preempted in each phase, so requeued twice (a growth round, then
     extensive training), ends with the records of a run never interrupted. Each requeued process
     is seen taking over the run's lock."""
-    import submitit
-
-    from growth.records import load_checkpoint, run_dir_for
+    from growth.records import run_dir_for
     from growth.run import run
-    from growth.slurm import RunJob
 
     overrides = [*FAST, "growth.max_rounds=6", "growth.timing.epochs=3", "trainer.epochs=120", "output.progress=true"]
     cfg = compose_cfg(overrides, tmp_path=tmp_path / "preempted")
     reference = compose_cfg(overrides, tmp_path=tmp_path / "reference")
     run(reference)
-    os.environ.update(SLURM_ENV)
-    executor = submitit.AutoExecutor(folder=str(tmp_path / "jobs"), cluster=cluster, slurm_max_num_timeout=3)
-    executor.update_parameters(timeout_min=20, cpus_per_task=1, mem_gb=1, gpus_per_node=0)
-    job = executor.submit(RunJob(), cfg)
+    job = submit_run(cfg, cluster, tmp_path / "jobs")
     run_dir = run_dir_for(cfg)
     holders: list[int] = []  # the processes that held the run's lock, in order
 
+    def note_holder():
+        try:
+            pid = json.loads((run_dir / "run.lock").read_text())["pid"]
+            if not holders or holders[-1] != pid:
+                holders.append(pid)
+        except (OSError, ValueError, KeyError):
+            pass
+
     def watch(what, reached):
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            try:
-                pid = json.loads((run_dir / "run.lock").read_text())["pid"]
-                if not holders or holders[-1] != pid:
-                    holders.append(pid)
-            except (OSError, ValueError, KeyError):
-                pass
-            ckpt = load_checkpoint(run_dir) if (run_dir / "checkpoint.pt").exists() else None
-            if ckpt is not None and reached(ckpt["state"]):
-                return ckpt["state"]
-            time.sleep(0.02)
-        pytest.fail(f"the job never reached {what}")
+        return wait_for_checkpoint(run_dir, what, reached, on_poll=note_holder)
 
     def extensive_epoch(state) -> int:
         prog = [p for k, p in state["progress"].items() if k.startswith("extensive:") and p["result"] is None]
@@ -231,12 +235,7 @@ def test_preempted_in_a_growth_round_and_again_in_extensive_training_ends_like_a
     preempt(job, cluster)
     second = holders[-1]
     while not job.done():
-        try:
-            pid = json.loads((run_dir / "run.lock").read_text())["pid"]
-            if holders[-1] != pid:
-                holders.append(pid)
-        except (OSError, ValueError, KeyError):
-            pass
+        note_holder()
         time.sleep(0.02)
     summary = job.result()
     assert summary["status"] == "finished"
