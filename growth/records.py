@@ -237,6 +237,23 @@ def remove_stale_temporaries(run_dir: str | Path) -> None:
     for folder in (run_dir, run_dir / "snapshots"):
         for tmp in folder.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
+    # A process killed while taking the lock leaves its claim (or a stale lock it moved aside),
+    # named .run.lock.<host>.<pid>.claim|stale; other processes may be taking it right now.
+    host = socket.gethostname()
+    for leftover in [*run_dir.glob(".run.lock.*.claim"), *run_dir.glob(".run.lock.*.stale")]:
+        owner, _, pid = leftover.name[len(".run.lock."):].rsplit(".", 1)[0].rpartition(".")
+        if owner == host and pid.isdigit() and not _pid_alive(int(pid)):
+            leftover.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _process_identity(pid: int) -> str | None:

@@ -772,6 +772,23 @@ def test_run_lock_decides_from_the_holder(holder, taken_over, tmp_path, monkeypa
     assert not list(tmp_path.glob(".run.lock.*")), "no claim file is left behind"
 
 
+def test_claims_left_by_processes_killed_while_taking_the_lock_are_cleaned_up(tmp_path):
+    """A kill between writing the claim and removing it leaves .run.lock.<host>.<pid>.claim (or a
+    moved-aside .stale): the next holder removes a dead process's, never a live one's."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = socket.gethostname()
+    left = [tmp_path / f".run.lock.{host}.{dead.pid}.claim", tmp_path / f".run.lock.{host}.{dead.pid}.stale"]
+    alive = tmp_path / f".run.lock.{host}.{os.getppid()}.claim"
+    elsewhere = tmp_path / f".run.lock.elsewhere.example.{dead.pid}.claim"
+    for path in [*left, alive, elsewhere]:
+        path.write_text("{}")
+    with records.RunLock(tmp_path):
+        pass
+    assert not any(p.exists() for p in left)
+    assert alive.exists() and elsewhere.exists(), "a live process's claim, or another host's, is left alone"
+
+
 def test_simultaneous_launches_on_one_run_dir_run_it_once(zygote, tmp_path):
     # A stale lock is there too: every process finds it, one takes it over, the rest refuse.
     cfg = compose_cfg(LOCK_OVERRIDES, tmp_path=tmp_path)
