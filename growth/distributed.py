@@ -78,6 +78,13 @@ def setup(trainer_cfg, device: torch.device) -> Shard:
     """Join the run's process group when ``trainer.devices * trainer.nodes`` > 1."""
     wanted = int(trainer_cfg.devices) * int(trainer_cfg.nodes)
     if wanted == 1:
+        started = int(os.environ.get("WORLD_SIZE", "1"))
+        if started > 1 and not (dist.is_available() and dist.is_initialized()):
+            # e.g. torchrun --nproc_per_node=4 without trainer.devices=4: four copies of one run
+            raise ConfigError(
+                f"this process is 1 of {started} (WORLD_SIZE={started}) but trainer.devices x trainer.nodes is 1: "
+                f"set trainer.devices={started} (or trainer.devices and trainer.nodes with that product)"
+            )
         return SINGLE
     if not (dist.is_available() and dist.is_initialized()):
         try:

@@ -120,3 +120,17 @@ def test_a_local_study_refuses_multi_process_runs_before_running_anything(tmp_pa
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "study.executor=local" in proc.stderr and "use study.executor=slurm" in proc.stderr
     assert not list(tmp_path.glob("*/summary.json")), "nothing ran"
+
+
+def test_a_process_started_as_one_of_several_for_a_one_process_run_refuses(make_cfg, monkeypatch):
+    """torchrun --nproc_per_node=2 without trainer.devices=2 would run two copies of one run."""
+    from growth.errors import ConfigError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    cfg = make_cfg()
+    with pytest.raises(ConfigError, match=r"1 of 2 .* set trainer.devices=2"):
+        run(cfg)
+    from growth.records import run_dir_for
+
+    assert not run_dir_for(cfg).exists(), "nothing written"
