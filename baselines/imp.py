@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from growth import records
+from growth import distributed, records
 from growth.masks import Masks, count_total, dense_masks, density, growable_parameters
 from growth.methods import MethodRun, register_method
 from growth.train import Callback
@@ -83,7 +83,7 @@ class ImpRun(MethodRun):
     def execute(self) -> None:
         m = self.cfg.method
         targets = level_densities(m.prune_fraction, m.min_density)
-        if m.rewind == "epoch" and m.rewind_epoch == 0:
+        if m.rewind == "epoch" and m.rewind_epoch == 0 and distributed.is_writer():
             import shutil
 
             shutil.copyfile(self.run_dir / "snapshots" / "init.pt", self.run_dir / "snapshots" / "rewind.pt")
@@ -106,6 +106,7 @@ class ImpRun(MethodRun):
         masks = magnitude_prune(self.model, self.masks, keep, m.scope)
         if m.rewind in ("init", "epoch"):
             name = "init.pt" if m.rewind == "init" else "rewind.pt"
+            distributed.barrier()  # written by rank 0, read by every rank
             self.model.load_state_dict(torch.load(self.run_dir / "snapshots" / name, map_location="cpu", weights_only=True))
         self.masks = masks
 

@@ -370,6 +370,7 @@ class GrowthRun(MethodRun):
         key = f"extensive:{r}"
 
         def setup() -> None:
+            distributed.barrier()  # rank 0 has finished writing the snapshot the other ranks read
             snap = torch.load(self.run_dir / "snapshots" / f"round_{r:03d}.pt", map_location="cpu", weights_only=True)
             if cfg.extensive.init == "continue":
                 self.model.load_state_dict(snap["model"])
