@@ -134,3 +134,40 @@ def test_a_process_started_as_one_of_several_for_a_one_process_run_refuses(make_
     from growth.records import run_dir_for
 
     assert not run_dir_for(cfg).exists(), "nothing written"
+
+
+def _rank_with_a_slow_snapshot_writer(rank: int, cfg, port: int) -> None:
+    """One rank of a 2-process run in which rank 0 writes every snapshot slowly."""
+    import os
+    import time
+
+    from growth import records
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    write = records.atomic_torch_save
+
+    def slow_write(obj, path):
+        if Path(path).name.startswith("round_"):
+            time.sleep(1.0)  # a large model's snapshot on a network file system
+        write(obj, path)
+
+    records.atomic_torch_save = slow_write
+    assert run(cfg)["status"] == "finished"
+
+
+def test_ranks_read_a_snapshot_only_after_rank_0_wrote_it(tmp_path):
+    """Extensive training reads the snapshot rank 0 has just written at the last growth round: the
+    other rank must wait for it (without the barrier it looks for a file that is not there yet)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    cfg = compose_cfg([*FAST, "trainer.devices=2", "growth.max_rounds=3", "trainer.epochs=2"], tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_rank_with_a_slow_snapshot_writer, args=(cfg, port), nprocs=2, start_method="spawn")
+    from growth.records import read_summary, run_dir_for
+
+    summary = read_summary(run_dir_for(cfg))
+    assert summary["status"] == "finished" and len(rows(run_dir_for(cfg))) == 3
