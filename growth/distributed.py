@@ -21,6 +21,7 @@ Only rank 0 writes: records, checkpoints, snapshots and the W&B run (see ``growt
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import hashlib
 import logging
@@ -103,11 +104,20 @@ def setup(trainer_cfg, device: torch.device) -> Shard:
         if device.type == "cuda":
             torch.cuda.set_device(cuda_device(device))
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=float(trainer_cfg.dist_timeout_min)))
+        # Tear the group down before the interpreter does: a process leaving with the group alive
+        # (sys.exit in submitit's requeue after a preemption signal) aborts in gloo's threads,
+        # and the exit code that asks for the requeue is lost.
+        atexit.register(_leave)
         log.info("rank %d of %d joined the process group (%s)", dist.get_rank(), dist.get_world_size(), backend)
     shard = current()
     if shard.world != wanted:
         raise ConfigError(f"the process group has {shard.world} processes, trainer.devices x trainer.nodes is {wanted}")
     return shard
+
+
+def _leave() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def cuda_device(device: torch.device) -> torch.device:

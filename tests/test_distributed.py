@@ -171,3 +171,49 @@ def test_ranks_read_a_snapshot_only_after_rank_0_wrote_it(tmp_path):
 
     summary = read_summary(run_dir_for(cfg))
     assert summary["status"] == "finished" and len(rows(run_dir_for(cfg))) == 3
+
+
+def _rank_that_leaves_with_sys_exit(rank: int, port: int) -> None:
+    """Joins a 2-process group through growth.distributed, then leaves the way submitit's local
+    requeue does (sys.exit with a code) while the other rank still waits in a collective."""
+    import os
+    import sys
+    from types import SimpleNamespace
+
+    import torch
+    import torch.distributed as dist
+
+    from growth import distributed
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    distributed.setup(SimpleNamespace(devices=2, nodes=1, dist_timeout_min=1.0), torch.device("cpu"))
+    t = torch.ones(1000)
+    for _ in range(20):
+        dist.all_reduce(t)
+    if rank == 0:
+        sys.exit(3)  # submitit's local requeue code stands in: it must reach the controller
+    try:
+        dist.all_reduce(t)
+    except RuntimeError:
+        sys.exit(4)
+
+
+def test_a_rank_leaving_with_an_exit_code_keeps_it():
+    """Without tearing the process group down first, a process that exits with gloo's threads
+    alive can abort (SIGABRT) and lose the exit code that asks submitit's local controller to
+    requeue the job; seen as an intermittent failure of the local preemption test."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    for _ in range(3):  # the abort came about every other time
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        procs = [ctx.Process(target=_rank_that_leaves_with_sys_exit, args=(r, port)) for r in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+        assert [p.exitcode for p in procs] == [3, 4]
