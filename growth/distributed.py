@@ -43,7 +43,6 @@ class Shard:
 
     rank: int = 0
     world: int = 1
-    local_rank: int = 0
 
     @property
     def is_writer(self) -> bool:
@@ -56,7 +55,7 @@ SINGLE = Shard()
 def current() -> Shard:
     """The shard of this process: rank and world of the initialised process group, else single."""
     if dist.is_available() and dist.is_initialized():
-        return Shard(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+        return Shard(dist.get_rank(), dist.get_world_size())
     return SINGLE
 
 

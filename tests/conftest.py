@@ -58,3 +58,26 @@ def pytest_collection_modifyitems(config, items):
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = kept
+
+
+SMALL_STUDY = ["study=compare", *FAST, "growth.max_rounds=4", "study.max_density=0.02",
+               "study.method_overrides.imp_c=['method.min_density=0.5']"]
+
+
+def launch_small_study(root: Path):
+    import subprocess
+    import sys
+
+    args = [sys.executable, str(REPO / "launch.py"), *SMALL_STUDY, f"output.root={root}"]
+    return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def small_study(tmp_path_factory):
+    """The comparison study at tiny settings, run once for every test that reads it:
+    (results root, the launch's completed process)."""
+    root = tmp_path_factory.mktemp("small-study")
+    done = launch_small_study(root)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return root, done
+

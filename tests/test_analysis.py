@@ -427,15 +427,12 @@ def test_a_failed_wandb_run_appears_with_its_status_only():
 
 
 @pytest.mark.slow
-def test_a_real_small_study_end_to_end(tmp_path):
+def test_a_real_small_study_end_to_end(small_study):
     import subprocess
 
-    from tests.conftest import FAST, REPO
+    from tests.conftest import REPO
 
-    args = [sys.executable, str(REPO / "launch.py"), "study=compare", f"output.root={tmp_path}", *FAST,
-            "growth.max_rounds=4", "study.max_density=0.02", "study.method_overrides.imp_c=['method.min_density=0.5']"]
-    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
+    tmp_path, _ = small_study
     (study_dir,) = (tmp_path / "studies").glob("compare-*")
     out = subprocess.run([sys.executable, "-m", "analysis", str(study_dir)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr

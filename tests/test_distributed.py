@@ -105,12 +105,7 @@ def test_a_preempted_two_process_job_resumes_and_agrees_with_one_process(cluster
     assert_agree(Path(single["run_dir"]), single, run_dir, json.loads((run_dir / "summary.json").read_text()))
 
 
-def test_a_run_asking_for_two_processes_started_as_one_says_how_to_launch(make_cfg):
-    from growth.errors import ConfigError
-
-    cfg = make_cfg("trainer.devices=2")
-    with pytest.raises(ConfigError, match=r"trainer.devices=2 .* needs 2 processes.*torchrun --nproc_per_node=2"):
-        run(cfg)
+# A run asking for 2 processes but started as 1: tests/test_bad_input.py ("two processes asked for, one started").
 
 
 def test_a_local_study_refuses_multi_process_runs_before_running_anything(tmp_path):

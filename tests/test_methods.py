@@ -192,16 +192,10 @@ def test_gradient_growth_counts_its_dense_gradient_passes(make_cfg):
 
 
 @pytest.mark.slow
-def test_compare_study_runs_in_order_and_skips_when_relaunched(tmp_path):
-    import subprocess
-    import sys
+def test_compare_study_runs_in_order_and_skips_when_relaunched(small_study):
+    from tests.conftest import launch_small_study
 
-    from tests.conftest import FAST, REPO
-
-    args = [sys.executable, str(REPO / "launch.py"), "study=compare", f"output.root={tmp_path}", *FAST,
-            "growth.max_rounds=4", "study.max_density=0.02", "study.method_overrides.imp_c=['method.min_density=0.5']"]
-    first = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert first.returncode == 0, first.stdout + first.stderr
+    tmp_path, first = small_study
     study = json.loads(next((tmp_path / "studies").glob("compare-*/study.json")).read_text())
     jobs = study["jobs"]
     labels = [j["label"] for j in jobs]
@@ -216,8 +210,8 @@ def test_compare_study_runs_in_order_and_skips_when_relaunched(tmp_path):
         assert summary["budget"]["reference"] == ref["run_dir"]
         assert summary["density"] <= 0.02 + 1e-9
     assert "| pwmpr |" in first.stdout and "| rigl |" in first.stdout
-    again = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0
+    again = launch_small_study(tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
     study = json.loads(next((tmp_path / "studies").glob("compare-*/study.json")).read_text())
     assert all(j["status"].startswith("skipped") for j in study["jobs"]), [j["status"] for j in study["jobs"]]
 
