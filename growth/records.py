@@ -36,7 +36,7 @@ TERMINAL_STATUSES = ("finished", "diverged")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 # Keys that never change what a run computes: excluded from the run's identity.
-_IDENTITY_EXCLUDED = (
+IDENTITY_EXCLUDED = (
     "output", "logger", "trainer.device", "trainer.cpu_threads", "trainer.dist_timeout_min", "dry_run", "study",
     "dataset.root", "dataset.download", "dataset.num_workers",
 )
@@ -194,7 +194,7 @@ def identity_config(cfg: DictConfig) -> dict:
     """The resolved config minus the keys that do not change what a run computes."""
     container = OmegaConf.to_container(cfg, resolve=True)
     container.pop("defaults", None)
-    for key in _IDENTITY_EXCLUDED:
+    for key in IDENTITY_EXCLUDED:
         node = container
         parts = key.split(".")
         for part in parts[:-1]:

@@ -29,6 +29,22 @@ log = logging.getLogger("growth")
 
 # Settings the study controls itself; the user's other overrides reach every run.
 STUDY_KEYS = ("study", "method", "seed", "budget", "extensive.which", "growth.stop.keep_growing", "growth.max_density")
+# How and where a study is executed, not what it computes: a relaunch that changes these (another
+# partition, GROWTH_SLURM_* set, local instead of SLURM) finds the same study directory.
+STUDY_EXECUTION_KEYS = ("executor", "workers", "wait", "poll_seconds", "slurm")
+
+
+def study_identity(st: DictConfig, base_overrides: Sequence[str]) -> str:
+    """A hash of what the study computes: its own settings less execution, and the overrides
+    that change its runs (those a run's identity ignores, such as output or logger, left out)."""
+    settings = {k: v for k, v in OmegaConf.to_container(st, resolve=True).items() if k not in STUDY_EXECUTION_KEYS}
+    ignored = records.IDENTITY_EXCLUDED
+    overrides = sorted(
+        o for o in base_overrides
+        if not any((key := o.lstrip("+~").split("=", 1)[0].split("@")[0]) == k or key.startswith(k + ".") for k in ignored)
+    )
+    ident = json.dumps({"study": settings, "overrides": overrides}, sort_keys=True)
+    return hashlib.sha256(ident.encode()).hexdigest()[:10]
 
 
 @dataclass
@@ -117,8 +133,7 @@ class Study:
         self.st = cfg.study
         self.compose = compose
         self.base = user_overrides(base_overrides)
-        ident = json.dumps({"study": OmegaConf.to_container(self.st, resolve=True), "overrides": sorted(self.base)}, sort_keys=True)
-        self.dir = Path(cfg.output.root) / "studies" / f"{self.st.name}-{hashlib.sha256(ident.encode()).hexdigest()[:10]}"
+        self.dir = Path(cfg.output.root) / "studies" / f"{self.st.name}-{study_identity(self.st, self.base)}"
         self.jobs: list[Job] = []
 
     def job_config(self, job: Job) -> DictConfig:

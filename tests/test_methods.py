@@ -196,7 +196,8 @@ def test_compare_study_runs_in_order_and_skips_when_relaunched(small_study):
     from tests.conftest import launch_small_study
 
     tmp_path, first = small_study
-    study = json.loads(next((tmp_path / "studies").glob("compare-*/study.json")).read_text())
+    (study_file,) = (tmp_path / "studies").glob("compare-*/study.json")
+    study = json.loads(study_file.read_text())
     jobs = study["jobs"]
     labels = [j["label"] for j in jobs]
     assert {"dense/s0", "imp_c/s0", "pwmpr/s0", "pwmp/s0", "rg/s0", "gg/s0"} <= set(labels)
@@ -212,8 +213,33 @@ def test_compare_study_runs_in_order_and_skips_when_relaunched(small_study):
     assert "| pwmpr |" in first.stdout and "| rigl |" in first.stdout
     again = launch_small_study(tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
-    study = json.loads(next((tmp_path / "studies").glob("compare-*/study.json")).read_text())
+    # the relaunch finds the same study directory (none beside it) and skips every run
+    assert list((tmp_path / "studies").glob("compare-*/study.json")) == [study_file]
+    study = json.loads(study_file.read_text())
     assert all(j["status"].startswith("skipped") for j in study["jobs"]), [j["status"] for j in study["jobs"]]
+
+
+def test_a_study_keeps_its_directory_when_only_its_execution_changes(tmp_path, monkeypatch):
+    """A relaunch on another partition, with GROWTH_SLURM_* set, or with W&B on computes the same
+    runs: it must find the same study directory (and so skip what finished)."""
+    from tests.conftest import compose_cfg
+
+    from growth.study import Study
+
+    def study_dir(*overrides):
+        base = ["study=compare", "study.max_density=0.02", *overrides]
+        return Study(compose_cfg(base, tmp_path), lambda o: compose_cfg(o, tmp_path), base).dir
+
+    first = study_dir()
+    monkeypatch.setenv("GROWTH_SLURM_CPUS", "1")
+    monkeypatch.setenv("GROWTH_SLURM_PARTITION", "gpu")
+    assert study_dir() == first
+    assert study_dir("study.executor=slurm", "study.wait=true", "study.slurm.mem_gb=4", "study.workers=2") == first
+    assert study_dir("logger=wandb", "output.progress=false", "trainer.cpu_threads=1") == first
+    # what changes the runs changes the study
+    assert study_dir("study.max_density=0.05") != first
+    assert study_dir("study.seeds=[0,1]") != first
+    assert study_dir("trainer.epochs=3") != first
 
 
 def test_imp_pruning_with_rewind_restores_the_initial_weights(make_cfg):

@@ -154,10 +154,17 @@ def submit_run(cfg, cluster: str, folder: Path, tasks: int = 1):
 
     from growth.slurm import RunJob
 
-    os.environ.update(SLURM_ENV)
     executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster, slurm_max_num_timeout=3)
     executor.update_parameters(timeout_min=20, cpus_per_task=1, mem_gb=1, gpus_per_node=0, tasks_per_node=tasks)
-    return executor.submit(RunJob(), cfg)
+    # The job inherits this process's environment; set SLURM_ENV for the submission only, so it
+    # does not leak into later tests' configs (GROWTH_SLURM_* resolve into study.slurm).
+    saved = dict(os.environ)
+    os.environ.update(SLURM_ENV)
+    try:
+        return executor.submit(RunJob(), cfg)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def wait_for_checkpoint(run_dir: Path, what: str, reached, on_poll=None) -> dict:
