@@ -39,7 +39,7 @@ class SweepCallback(Callback):
         for overrides in jobs:
             try:
                 cfg = compose_job(overrides)
-                prepare(cfg)
+                prepare(cfg, before_submission=True)
                 planned.append((overrides, str(run_dir_for(cfg))))
             except ConfigError as exc:
                 problems.append(f"job {' '.join(overrides)}: {exc}")

@@ -35,15 +35,23 @@ def check_writable(run_dir: Path, root_key: str) -> None:
         ) from None
 
 
-def prepare(cfg: DictConfig) -> tuple[Path, type]:
-    """Everything that can be checked before training: raises ConfigError, writes nothing."""
+def prepare(cfg: DictConfig, before_submission: bool = False) -> tuple[Path, type]:
+    """Everything that can be checked before training: raises ConfigError, writes nothing.
+
+    before_submission (a sweep's or study's check of its jobs): also read the dataset's files
+    once, so a corrupt one stops the launch instead of failing every job it submitted."""
     validate(cfg)
     methods = load_methods()
     if cfg.method.name not in methods:
         raise ConfigError(f"method.name={cfg.method.name!r} is unknown: valid are {sorted(methods)}")
     method_cls = methods[cfg.method.name]
-    check_dataset(cfg.dataset)  # files present and readable, before any run directory exists
-    return records.run_dir_for(cfg), method_cls
+    check_dataset(cfg.dataset, read=before_submission)  # before any run directory exists
+    run_dir = records.run_dir_for(cfg)
+    summary = records.read_summary(run_dir)
+    precheck = getattr(method_cls, "precheck", None)
+    if precheck is not None and not (summary and summary.get("status") in records.TERMINAL_STATUSES):
+        precheck(cfg)  # e.g. a matched budget's reference run must exist (a finished run is skipped)
+    return run_dir, method_cls
 
 
 def run(cfg: DictConfig) -> dict:
@@ -52,9 +60,6 @@ def run(cfg: DictConfig) -> dict:
     if summary and summary.get("status") in records.TERMINAL_STATUSES:
         log.info("run %s already %s: skipped", run_dir, summary["status"])
         return {**summary, "skipped": True}
-    precheck = getattr(method_cls, "precheck", None)
-    if precheck is not None:
-        precheck(cfg)  # e.g. a matched budget's reference run must exist
     shard = distributed.setup(cfg.trainer, resolve_device(cfg.trainer.device))
     data = build_dataset(cfg.dataset)  # read (a corrupt file is a ConfigError) before the run directory is touched
     with _owned(run_dir, cfg, shard):

@@ -151,7 +151,7 @@ class Study:
 
         for job in plan_independent(self.st):
             cfg = self.job_config(job)
-            prepare(cfg)
+            prepare(cfg, before_submission=True)
             if self.st.executor == "local" and cfg.trainer.devices * cfg.trainer.nodes > 1:
                 raise ConfigError(
                     f"study.executor=local runs every job in this process, but trainer.devices={cfg.trainer.devices} "

@@ -38,7 +38,7 @@ class Case:
     id: str
     overrides: tuple[str, ...]
     expect: tuple[str, ...]  # fragments of the message: the problem, and what is valid
-    stage: str  # compose | prepare (a sweep refuses before submitting) | run (before the run dir is touched)
+    stage: str  # compose | prepare (a sweep or study refuses before submitting) | run (before the run dir is touched)
 
 
 def case(id, overrides, expect, stage="prepare"):
@@ -85,9 +85,9 @@ CASES = [
     case("budget.snapshot without budget.match", ["method=phew", "budget.snapshot=2"], ["budget.snapshot=2 needs budget.match"]),
     case("budget.match and budget.epochs", ["method=phew", "budget.match=pwmpr", "budget.epochs=3"], ["budget.match and budget.epochs are both set"]),
     case("budget.match without a reference run", ["method=phew", "budget.match=pwmpr"],
-         ["budget.match='pwmpr': no finished run with method=pwmpr, dataset=digits, model=mlp, seed=0", "run it first, or set budget.reference"], "run"),
+         ["budget.match='pwmpr': no finished run with method=pwmpr, dataset=digits, model=mlp, seed=0", "run it first, or set budget.reference"]),
     case("budget.reference not finished", ["method=phew", "budget.match=pwmpr", "budget.reference={digits_run}"],
-         ["budget.reference=", "is not a finished run"], "run"),
+         ["budget.reference=", "is not a finished run"]),
     case("model needs images, digits are vectors", ["model=convnet"],
          ["model=convnet does not fit dataset=digits (inputs of shape (64,), 10 classes)", "needs image inputs of shape (channels, height, width)"]),
     case("ViT patches do not tile MNIST", ["model=vit", "dataset=mnist", "dataset.root={mnist_good}"],
@@ -104,9 +104,9 @@ CASES = [
     case("invalid dataset format option", ["dataset=mnist", "dataset.format=cifar_binary", "dataset.root={mnist_good}"],
          ["dataset.format='cifar_binary' is invalid", "['auto', 'npz', 'idx', 'torchvision']"]),
     case("corrupt dataset file (same run dir)", ["dataset=mnist", "dataset.root={mnist_corrupt}"],
-         ["mnist.npz", "cannot be read as an .npz archive", "Expected", "To get it again"], "run"),
+         ["mnist.npz", "cannot be read as an .npz archive", "Expected", "To get it again"]),
     case("dataset labels out of range (same run dir)", ["dataset=mnist", "dataset.root={mnist_bad_labels}"],
-         ["train labels span [10, 19], expected [0, 10)", "To get it again"], "run"),
+         ["train labels span [10, 19], expected [0, 10)", "To get it again"]),
     # --- launch
     case("two processes asked for, one started", ["trainer.devices=2"],
          ["trainer.devices=2 x trainer.nodes=1 needs 2 processes", "hydra/launcher=slurm or local", "torchrun --nproc_per_node=2"], "run"),
@@ -239,7 +239,7 @@ def test_bad_input_is_rejected_before_anything_runs_and_nothing_is_written(case,
         if case.stage == "prepare":
             # What a sweep calls for every job before submitting any.
             with pytest.raises(ConfigError) as early:
-                prepare(cfg)
+                prepare(cfg, before_submission=True)
             raise early.value
         prepare(cfg)  # passes: this input is only seen when the run starts ...
         run(cfg)  # ... and it must still stop before the run directory is touched

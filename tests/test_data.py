@@ -505,6 +505,31 @@ def test_corrupt_data_is_a_config_error_naming_the_file(tmp_path, make):
         build_dataset(image_cfg(name, tmp_path))
     msg = str(err.value)
     assert str(path) in msg and "Expected" in msg and "To get it again" in msg
+    check_dataset(image_cfg(name, tmp_path))  # the cheap check reads nothing: it cannot see this
+    if make is corrupt_tiny_image:
+        check_dataset(image_cfg(name, tmp_path), read=True)  # image folders: layout only, by design
+    else:
+        # what a sweep or study calls before submitting: the same message, before any job exists
+        with pytest.raises(ConfigError, match=detail) as early:
+            check_dataset(image_cfg(name, tmp_path), read=True)
+        assert str(early.value) == msg
+
+
+def test_a_file_read_once_before_submission_is_read_again_when_it_changes(tmp_path, monkeypatch):
+    from growth.data import catalog
+
+    reads = []
+    real = catalog.read_arrays
+    monkeypatch.setattr(catalog, "read_arrays", lambda *a: reads.append(a[2]) or real(*a))
+    path = tmp_path / "mnist.npz"
+    x = np.zeros((20, 28, 28), np.uint8)
+    np.savez(path, train_x=x, train_y=np.arange(20, dtype=np.uint8) % 10, test_x=x, test_y=np.zeros(20, np.uint8))
+    for _ in range(3):  # a sweep's jobs on one dataset: read once
+        check_dataset(image_cfg("mnist", tmp_path), read=True)
+    assert reads == [path]
+    path.write_bytes(path.read_bytes()[:-100])  # damaged after the first check (a re-download cut short)
+    with pytest.raises(ConfigError, match="mnist.npz"):
+        check_dataset(image_cfg("mnist", tmp_path), read=True)
 
 
 # ----------------------------------------------------------------------- augmentation

@@ -16,7 +16,7 @@ from growth.fixed import reference_growth_cost
 from growth.masks import count_active, growable_parameters
 from growth.methods import RunContext
 from growth.records import run_dir_for
-from growth.run import run
+from growth.run import prepare, run
 from growth.train import Callback
 
 
@@ -164,6 +164,15 @@ def test_matched_budget_trains_for_the_references_cost_at_its_density(make_cfg):
     assert budget["given_epochs"] == pytest.approx(expected, rel=0.02)
     assert budget["used_epochs"] == round(budget["given_epochs"])
     assert summary["total_cost"]["cost_epochs"] == pytest.approx(budget["used_epochs"] / 6)
+    # Its reference removed later, the finished matched run is still recognised and skipped (a
+    # relaunched sweep must not fail on runs it has no need to run), while a new one is refused.
+    import shutil
+
+    shutil.rmtree(ref["run_dir"])
+    again = run(make_cfg("method=phew", f"method.density={d}", "budget.match=pwmpr"))
+    assert again["skipped"] and again["status"] == "finished"
+    with pytest.raises(ConfigError, match="budget.match='pwmpr'"):
+        prepare(make_cfg("method=phew", f"method.density={d / 2}", "budget.match=pwmpr"), before_submission=True)
 
 
 def test_phew_run_trains_at_its_density(make_cfg):

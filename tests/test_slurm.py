@@ -74,6 +74,19 @@ def test_bad_sweep_is_rejected_before_anything_is_submitted(tmp_path):
     assert not (tmp_path / "slurm").exists()
 
 
+def test_a_corrupt_dataset_file_stops_a_sweep_before_anything_is_submitted(tmp_path):
+    """The sweep reads the dataset's arrays once before submitting: a damaged file is one error
+    at the login node, not a failure in every job of the array."""
+    folder = tmp_path / "data" / "mnist"
+    folder.mkdir(parents=True)
+    (folder / "mnist.npz").write_bytes(b"PK\x03\x04" + b"\x00" * 64)  # a truncated download
+    proc = launch(["-m", "seed=0,1", "dataset=mnist", f"dataset.root={tmp_path / 'data'}", "model=lenet300",
+                   "hydra/launcher=slurm", f"output.root={tmp_path / 'results'}"])
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "not launched" in proc.stderr and "mnist.npz" in proc.stderr and "To get it again" in proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
 def test_dry_run_prints_jobs_and_resources_and_submits_nothing(tmp_path):
     proc = launch(["-m", "method=pwmpr,rg", "dry_run=true", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", f"output.root={tmp_path}"])
     assert proc.returncode == 0, proc.stderr
@@ -93,7 +106,8 @@ def test_study_on_slurm_holds_matched_jobs_until_the_reference_succeeded(tmp_pat
         pytest.skip("no SLURM cluster here")
     proc = launch([*STUDY, "study.executor=slurm", f"output.root={tmp_path}"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    study = json.loads(next((tmp_path / "studies").glob("compare-*/study.json")).read_text())
+    (study_file,) = (tmp_path / "studies").glob("compare-*/study.json")
+    study = json.loads(study_file.read_text())
     jobs = {j["label"]: j for j in study["jobs"]}
     ref = jobs["pwmpr/s0"]
     matched = [j for j in study["jobs"] if j["label"].startswith("phew/")]
@@ -119,6 +133,7 @@ def test_study_on_slurm_holds_matched_jobs_until_the_reference_succeeded(tmp_pat
     # Relaunched, the study submits nothing new.
     again = launch([*STUDY, "study.executor=slurm", f"output.root={tmp_path}"])
     assert "submitted 0 SLURM jobs" in again.stdout, again.stdout
+    assert list((tmp_path / "studies").glob("compare-*/study.json")) == [study_file]
 
 
 def task_pids(controller_pid: int) -> list[int]:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from growth.data.catalog import SPECS, check_available, load_image_dataset, load_imagenet, option_problems, resolve_root
+from growth.data.catalog import SPECS, check_available, check_readable, load_image_dataset, load_imagenet, option_problems, resolve_root
 from growth.data.images import FolderImages, ImageArray
 from growth.data.splits import DatasetSplits, TensorBatches, stratified_split
 from growth.errors import ConfigError
@@ -78,14 +78,18 @@ def dataset_problems(cfg) -> list[str]:
     return option_problems(cfg)
 
 
-def check_dataset(cfg) -> None:
+def check_dataset(cfg, read: bool = False) -> None:
     """Fail early (ConfigError) when the dataset's options are invalid or its files are absent.
 
-    Cheap (no data are read): meant to run before a run directory is written.
+    Cheap (no data are read): meant to run before a run directory is written. With `read`, the
+    arrays of the in-memory datasets are read once too (before a sweep or study submits), so a
+    corrupt file is found then rather than in every job.
     """
     if cfg.name not in DATASETS:
         raise ConfigError(f"dataset.name={cfg.name!r} is unknown: valid are {sorted(DATASETS)}")
     check_available(cfg)
+    if read:
+        check_readable(cfg)
 
 
 def build_dataset(cfg) -> DatasetSplits:

@@ -393,6 +393,39 @@ def check_available(cfg) -> None:
         raise ConfigError(_missing_message(spec, root, fmt))
 
 
+# Layouts read in full before submission, keyed by path and file stamps: a sweep of hundreds of
+# jobs on one dataset reads it once.
+_READ_BEFORE: set[tuple] = set()
+
+
+def _stamp(path: Path) -> tuple:
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
+    return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+
+
+def check_readable(cfg) -> None:
+    """Read the dataset's arrays once (at most a few hundred MB: CIFAR, MNIST-like) and raise the
+    ConfigError loading would raise for a corrupt or mislabelled file, so a sweep or study finds
+    it before it submits anything. Folders of images (TinyImageNet, ImageNet) are only checked
+    for their layout (check_available): decoding every image is a run's work."""
+    spec = SPECS.get(cfg.name)
+    if spec is None:
+        return
+    root, fmt = resolve_root(cfg.get("root")), cfg.get("format", "auto")
+    found = locate(spec, root, fmt)
+    if found is None or found[0] == "folders":
+        return  # absent (check_available says so, or a download will fetch it) or image folders
+    fmt, path = found
+    key = (str(path.resolve()), fmt, _stamp(path))
+    if key in _READ_BEFORE:
+        return
+    try:
+        read_arrays(spec, fmt, path)
+    except CorruptData as e:
+        raise ConfigError(_corrupt_message(spec, root, fmt, e)) from None
+    _READ_BEFORE.add(key)
+
+
 def load_image_dataset(cfg):
     """DatasetSplits of an image dataset held in memory as uint8 (everything but ImageNet)."""
     from growth.data.splits import DatasetSplits, stratified_split
