@@ -164,6 +164,15 @@ class FixedDensityConfig(MethodConfig):
 
 
 @dataclass
+class MasksFileConfig(MethodConfig):
+    # A masks file (growth.masks.save_masks) or a growth run's snapshots/round_NNN.pt: the mask
+    # to train; its density is the run's density.
+    file: Optional[str] = None
+    # As for the other fixed-density methods: fan_in rescales the surviving initial weights.
+    rescale: str = "fan_in"
+
+
+@dataclass
 class RiglConfig(FixedDensityConfig):
     # erk: Erdos-Renyi-Kernel layer densities; uniform: every layer at `density`.
     distribution: str = "erk"
@@ -301,6 +310,7 @@ def register_configs() -> None:
     cs.store(group="method", name="growth_method_schema", node=GrowthMethodConfig)
     cs.store(group="method", name="fixed_density_schema", node=FixedDensityConfig)
     cs.store(group="method", name="rigl_schema", node=RiglConfig)
+    cs.store(group="method", name="masks_file_schema", node=MasksFileConfig)
     cs.store(group="method", name="imp_schema", node=ImpConfig)
     cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
@@ -467,6 +477,10 @@ def validate(cfg: DictConfig) -> None:
         check(m.delta_t >= 1, "method.delta_t", "at least 1 step")
         check(0 <= m.drop_fraction < 1, "method.drop_fraction", "a fraction in [0, 1)")
         check(0 < m.t_end <= 1, "method.t_end", "a fraction of training in (0, 1]")
+    if "file" in m:
+        check(m.file not in (None, ""), "method.file", "the path of a masks file or of a run's snapshots/round_NNN.pt")
+        if cfg.budget.snapshot is not None:
+            problems.append(f"budget.snapshot={cfg.budget.snapshot} does not apply to method=masks: the file gives the density")
     if "prune_fraction" in m:
         check(0 < m.prune_fraction < 1, "method.prune_fraction", "a fraction in (0, 1)")
         check(0 < m.min_density < 1, "method.min_density", "a density in (0, 1)")
@@ -496,9 +510,9 @@ def validate(cfg: DictConfig) -> None:
     if b.snapshot is not None and b.match is None:
         problems.append(f"budget.snapshot={b.snapshot} needs budget.match (the run whose snapshot it names)")
     check(b.snapshot is None or b.snapshot >= 0, "budget.snapshot", "null or a round index >= 0")
-    if b.match is not None and "density" not in m:
+    if b.match is not None and "density" not in m and "file" not in m:
         problems.append(
-            f"budget.match={b.match!r} needs a fixed-density method (phew, rigl), not method={m.name!r}"
+            f"budget.match={b.match!r} needs a fixed-density method (phew, rigl, masks), not method={m.name!r}"
         )
     g = cfg.growth
     check(0 < g.seed_density <= 1, "growth.seed_density", "a density in (0, 1]")

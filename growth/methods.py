@@ -26,7 +26,7 @@ log = logging.getLogger("growth")
 
 METHODS: dict[str, type] = {}
 # Modules that register methods; importing them fills METHODS.
-METHOD_MODULES = ("growth.grow", "baselines.dense", "baselines.phew", "baselines.rigl", "baselines.imp")
+METHOD_MODULES = ("growth.grow", "baselines.dense", "baselines.phew", "baselines.rigl", "baselines.imp", "baselines.masks_file")
 
 
 def register_method(*names: str) -> Callable[[type], type]:

@@ -81,7 +81,7 @@ CASES = [
     # --- contradictions
     case("seed density above max density", ["growth.seed_density=0.2", "growth.max_density=0.1"],
          ["growth.seed_density=0.2 is above growth.max_density=0.1", "must not be denser"]),
-    case("budget.match on a growth method", ["budget.match=pwmpr"], ["budget.match='pwmpr'", "needs a fixed-density method (phew, rigl)"]),
+    case("budget.match on a growth method", ["budget.match=pwmpr"], ["budget.match='pwmpr'", "needs a fixed-density method (phew, rigl, masks)"]),
     case("budget.snapshot without budget.match", ["method=phew", "budget.snapshot=2"], ["budget.snapshot=2 needs budget.match"]),
     case("budget.match and budget.epochs", ["method=phew", "budget.match=pwmpr", "budget.epochs=3"], ["budget.match and budget.epochs are both set"]),
     case("budget.match without a reference run", ["method=phew", "budget.match=pwmpr"],
@@ -112,6 +112,15 @@ CASES = [
          ["trainer.devices=2 x trainer.nodes=1 needs 2 processes", "hydra/launcher=slurm or local", "torchrun --nproc_per_node=2"], "run"),
     case("global batch smaller than the processes", ["trainer.devices=4", "trainer.batch_size=2"],
          ["trainer.batch_size=2 is invalid", "at least trainer.devices x trainer.nodes = 4"]),
+    # --- a masks file to train (method=masks)
+    case("masks file of another model's shapes", ["method=masks", "method.file={masks_of_a_wider_mlp}"],
+         ["method.file=", "does not fit MLP", "shape (mask, weight) mismatch", "(100, 64), (32, 64)", "model=mlp"]),
+    case("masks file that does not exist", ["method=masks", "method.file={nowhere}/masks.pt"],
+         ["method.file=", "does not exist", "a masks file, or a run's snapshots/round_NNN.pt"]),
+    case("masks file that is not one", ["method=masks", "method.file={a_file}"],
+         ["method.file=", "cannot be read as a masks file"]),
+    case("masks method without a file", ["method=masks"],
+         ["method.file=None is invalid", "the path of a masks file or of a run's snapshots/round_NNN.pt"]),
     # --- results root
     case("results root under a file", ["output.root={a_file}/results"], ["output.root=", "is not a directory", "choose a writable output.root"]),
 ]
@@ -177,6 +186,12 @@ def world(tmp_path_factory):
     (paths["mnist_wrong_layout"] / "train").mkdir()
     (paths["mnist_wrong_layout"] / "train" / "0.png").write_bytes(b"\x89PNG")
     paths["a_file"].write_text("not a directory")
+    from growth.masks import save_masks
+    from growth.models.mlp import MLP
+
+    wider = MLP((64,), 10, hidden=[100, 100])
+    paths["masks_of_a_wider_mlp"] = base / "wider-mlp-masks.pt"
+    save_masks(paths["masks_of_a_wider_mlp"], {n: torch.ones_like(wider.get_parameter(n), dtype=torch.bool) for n in wider.growable_weights()})
     root = base / "results"
     digits_run = interrupt_run(compose_cfg([*FAST, "growth.max_rounds=3"], tmp_path=root))
     mnist_run = interrupt_run(

@@ -1,6 +1,7 @@
 """Composition and validation of the Hydra configs (typos and bad values fail before training)."""
 
 import pytest
+import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
@@ -19,9 +20,20 @@ def test_default_config_is_pwmpr_on_digits_mlp():
 
 
 @pytest.mark.parametrize("method", sorted(p.stem for p in (CONF / "method").glob("*.yaml")))
-def test_every_method_config_composes_and_validates(method):
+def test_every_method_config_composes_and_validates(method, tmp_path):
     cfg = compose_cfg([f"method={method}"])
     assert cfg.method.name == method
+    if method == "masks":  # the one method with a mandatory key: the mask to train
+        with pytest.raises(ConfigError, match="method.file=None is invalid"):
+            validate(cfg)
+        from growth.data import build_dataset
+        from growth.masks import save_masks
+        from growth.models import build_model
+
+        data = build_dataset(cfg.dataset)
+        model = build_model(cfg.model, tuple(data.train_x.shape[1:]), data.num_classes)
+        save_masks(tmp_path / "m.pt", {n: torch.rand(model.get_parameter(n).shape) < 0.1 for n in model.growable_weights()})
+        cfg = compose_cfg([f"method={method}", f"method.file={tmp_path / 'm.pt'}"])
     validate(cfg)
     prepare(cfg)  # the method is registered
 

@@ -175,6 +175,34 @@ def test_matched_budget_trains_for_the_references_cost_at_its_density(make_cfg):
         prepare(make_cfg("method=phew", f"method.density={d / 2}", "budget.match=pwmpr"), before_submission=True)
 
 
+def test_a_given_mask_trains_exactly_that_mask(make_cfg, tmp_path):
+    """method=masks trains a snapshot's mask (or a masks file's) from this run's initialisation,
+    with the fixed-density budgets; the weights outside the mask stay exactly zero."""
+    import hashlib
+
+    from growth.masks import save_masks
+    from growth.records import load_checkpoint
+
+    ref = run(make_cfg("growth.max_rounds=4", "extensive.which=none"))
+    snapshot = Path(ref["run_dir"]) / "snapshots" / "round_002.pt"
+    snap = torch.load(snapshot, weights_only=True)
+    summary = run(make_cfg("method=masks", f"method.file={snapshot}", "budget.match=pwmpr"))
+    assert summary["status"] == "finished" and summary["density"] == pytest.approx(snap["density"])
+    assert summary["masks_sha256"] == hashlib.sha256(snapshot.read_bytes()).hexdigest()
+    rounds = read_csv(Path(ref["run_dir"]) / "rounds.csv")
+    assert summary["budget"]["given_epochs"] == pytest.approx((float(rounds[2]["cost_epochs"]) + 1.0) * 6, rel=0.02)
+    ckpt = load_checkpoint(summary["run_dir"])
+    assert ckpt["masks"].keys() == snap["masks"].keys()
+    for name, mask in snap["masks"].items():
+        assert torch.equal(ckpt["masks"][name], mask)
+        assert not ckpt["model"][name][~mask].any(), f"{name}: a weight outside the mask is not zero"
+    # a masks file written by growth.masks.save_masks works the same
+    half = {n: m & (torch.rand(m.shape) < 0.5) for n, m in snap["masks"].items()}
+    save_masks(tmp_path / "half.pt", half)
+    again = run(make_cfg("method=masks", f"method.file={tmp_path / 'half.pt'}"))
+    assert again["density"] == pytest.approx(sum(int(m.sum()) for m in half.values()) / sum(m.numel() for m in half.values()))
+
+
 def test_phew_run_trains_at_its_density(make_cfg):
     summary = run(make_cfg("method=phew", "method.density=0.05"))
     assert summary["density"] == pytest.approx(0.05, abs=0.003)

@@ -1,0 +1,83 @@
+"""Train a given sparse mask: `method=masks method.file=<path>`.
+
+The file is a masks file (`growth.masks.save_masks`: a dict of bool tensors named like the
+model's growable weights) or a growth run's snapshot (`snapshots/round_007.pt`, whose `masks`
+entry is taken). The model starts from this run's own initialisation (seed), masked, rescaled
+like every fixed-density baseline, and trains for the fixed-density budget (trainer.epochs,
+budget.epochs or budget.match). Retraining a PWMPR snapshot's mask from scratch is one use.
+
+The file is checked against the model (names and shapes) before anything is written or
+submitted, and loaded with weights_only=True: nothing in it is executed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from growth.errors import ConfigError
+from growth.fixed import FixedDensityRun
+from growth.masks import Masks, check_masks_fit, density
+from growth.methods import register_method
+
+
+def read_masks_file(path: str | Path) -> Masks:
+    """The masks in a masks file or a snapshot; ConfigError naming method.file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"method.file={str(path)!r} does not exist (a masks file, or a run's snapshots/round_NNN.pt)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, not a torch file, or a pickle that is not plain data
+        raise ConfigError(f"method.file={str(path)!r} cannot be read as a masks file: {type(exc).__name__}: {exc}") from None
+    masks = obj.get("masks") if isinstance(obj, dict) and "masks" in obj else obj
+    if not isinstance(masks, dict) or not masks or not all(torch.is_tensor(m) for m in masks.values()):
+        raise ConfigError(
+            f"method.file={str(path)!r} holds no masks: expected a dict of bool tensors (growth.masks.save_masks) "
+            "or a snapshot with a 'masks' entry"
+        )
+    return {name: m.to(torch.bool) for name, m in masks.items()}
+
+
+def check_masks_file(cfg) -> Masks:
+    """Read method.file and check it against the model built on the meta device (no memory)."""
+    from growth.data import dataset_shape
+    from growth.models import build_model
+
+    masks = read_masks_file(cfg.method.file)
+    shape = dataset_shape(cfg.dataset)
+    if shape is not None:
+        with torch.device("meta"):
+            model = build_model(cfg.model, *shape)
+        try:
+            check_masks_fit(masks, model, source=f"method.file={cfg.method.file!r}")
+        except ValueError as exc:
+            raise ConfigError(f"{exc} (model={cfg.model.name}, dataset={cfg.dataset.name})") from None
+    if not any(bool(m.any()) for m in masks.values()):
+        raise ConfigError(f"method.file={cfg.method.file!r}: every mask is empty (density 0)")
+    return masks
+
+
+@register_method("masks")
+class MasksFileRun(FixedDensityRun):
+    """Fixed-density training of the mask in `method.file`."""
+
+    @classmethod
+    def precheck(cls, cfg) -> None:
+        check_masks_file(cfg)
+        super().precheck(cfg)
+
+    def target_density(self) -> float | None:
+        self.file_masks = check_masks_file(self.cfg)
+        return density(self.file_masks)
+
+    def build_masks(self) -> Masks:
+        self.ctx.progress(f"masks from {self.cfg.method.file}, density {self.density_target:.4%}")
+        return {n: m.to(self.ctx.device) for n, m in self.file_masks.items()}
+
+    def summary_fields(self) -> dict:
+        # The run's identity holds the file's path; its content is recorded for provenance.
+        digest = hashlib.sha256(Path(self.cfg.method.file).read_bytes()).hexdigest()
+        return {**super().summary_fields(), "masks_file": str(self.cfg.method.file), "masks_sha256": digest}
