@@ -30,12 +30,13 @@ NAMES = {
     "imp_c": "IMP-C",
     "rigl": "RigL (matched budget)",
     "phew": "PHEW (matched budget)",
+    "masks": "given masks",
     "dense": "dense",
 }
-SHORT = {"pwmpr": "PWMPR", "pwmp": "PWMP", "rg": "RG", "gg": "GG", "imp_c": "IMP-C", "rigl": "RigL", "phew": "PHEW", "dense": "dense"}
+SHORT = {"pwmpr": "PWMPR", "pwmp": "PWMP", "rg": "RG", "gg": "GG", "imp_c": "IMP-C", "rigl": "RigL", "phew": "PHEW", "masks": "masks", "dense": "dense"}
 COLORS = {
     "pwmpr": "tab:red", "pwmp": "tab:orange", "rg": "tab:blue", "gg": "tab:green",
-    "imp_c": "tab:purple", "rigl": "tab:brown", "phew": "tab:pink", "dense": "black",
+    "imp_c": "tab:purple", "rigl": "tab:brown", "phew": "tab:pink", "masks": "tab:olive", "dense": "black",
 }
 _EXTRA_COLORS = ["tab:olive", "tab:cyan", "tab:gray", "darkblue", "darkgreen"]
 _STYLES = ["-", "--", ":", "-."]

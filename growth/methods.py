@@ -25,8 +25,10 @@ from growth.train import maybe_compile, prepare_model, resolve_device
 log = logging.getLogger("growth")
 
 METHODS: dict[str, type] = {}
-# Modules that register methods; importing them fills METHODS.
-METHOD_MODULES = ("growth.grow", "baselines.dense", "baselines.phew", "baselines.rigl", "baselines.imp", "baselines.masks_file")
+# Modules that register methods; importing them fills METHODS. Every module of the baselines
+# package is imported too, so a new method is a new file there (and its conf/method/<name>.yaml).
+METHOD_MODULES = ("growth.grow",)
+METHOD_PACKAGE = "baselines"
 
 
 def register_method(*names: str) -> Callable[[type], type]:
@@ -43,7 +45,11 @@ def register_method(*names: str) -> Callable[[type], type]:
 def load_methods() -> dict[str, type]:
     import importlib
 
-    for module in METHOD_MODULES:
+    import pkgutil
+
+    package = importlib.import_module(METHOD_PACKAGE)
+    found = [f"{METHOD_PACKAGE}.{m.name}" for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")]
+    for module in (*METHOD_MODULES, *sorted(found)):
         importlib.import_module(module)
     return METHODS
 

@@ -317,3 +317,29 @@ def test_matched_budget_in_flops_converts_the_references_flops_to_epochs(make_cf
     per_epoch = summary["total_cost"]["cost_flops"] / budget["used_epochs"]
     growth_flops = float(rounds[2]["cost_flops"])
     assert budget["given_epochs"] == pytest.approx(growth_flops / per_epoch + 6, rel=0.05)
+
+
+def test_a_new_method_is_one_file_in_the_methods_package(tmp_path, monkeypatch):
+    """load_methods imports every module of the methods package: a method added as one file
+    there is registered without touching the framework."""
+    import textwrap
+
+    from growth import methods
+
+    package = tmp_path / "more_methods"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "half_dense.py").write_text(textwrap.dedent('''
+        from baselines.dense import DenseRun
+        from growth.methods import register_method
+
+        @register_method("half_dense")
+        class HalfDenseRun(DenseRun):
+            """Dense training for half the schedule."""
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(methods, "METHODS", dict(methods.load_methods()))  # the registry is restored after
+    monkeypatch.setattr(methods, "METHOD_PACKAGE", "more_methods")
+    found = methods.load_methods()
+    assert found["half_dense"].__name__ == "HalfDenseRun"
+    assert {"pwmpr", "dense", "rigl"} <= set(found)
