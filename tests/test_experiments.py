@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from growth.config import validate
@@ -62,7 +63,8 @@ def test_trainer_recipes_are_backed_by_the_schema(path):
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_composes_with_every_method(name, method):
-    cfg = compose_experiment(name, f"method={method}")
+    extra = ["method.file=masks.pt"] if method == "masks" else []  # its mandatory key (read when the run starts)
+    cfg = compose_experiment(name, f"method={method}", *extra)
     assert cfg.method.name == method
     validate(cfg)
     dataset, model = name.split("_", 1)
@@ -255,16 +257,24 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def masks_file_for(cfg, path: Path) -> str:
+    """A masks file at 10% density for the experiment's model (for method=masks)."""
+    from growth.data import dataset_shape
+    from growth.masks import save_masks
+    from growth.models import build_model
+
+    with torch.device("meta"):
+        model = build_model(cfg.model, *dataset_shape(cfg.dataset))
+    gen = torch.Generator().manual_seed(0)
+    save_masks(path, {n: torch.rand(model.get_parameter(n).shape, generator=gen) < 0.1 for n in model.growable_weights()})
+    return f"method.file={path}"
+
+
 def run_tiny(name: str, method: str, root: Path, tmp_path: Path, extra=()) -> dict:
-    cfg = compose_experiment(
-        name,
-        f"method={method}",
-        f"dataset.root={root}",
-        *TINY,
-        *METHOD_TINY.get(method, []),
-        *extra,
-        tmp_path=tmp_path / "results",
-    )
+    overrides = [f"method={method}", f"dataset.root={root}", *TINY, *METHOD_TINY.get(method, []), *extra]
+    if method == "masks":
+        overrides.append(masks_file_for(compose_experiment(name, *overrides, "method.file=later"), tmp_path / "masks.pt"))
+    cfg = compose_experiment(name, *overrides, tmp_path=tmp_path / "results")
     prepare(cfg)
     summary = run(cfg)
     assert summary["status"] == "finished", summary
