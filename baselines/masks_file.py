@@ -41,6 +41,10 @@ def read_masks_file(path: str | Path) -> Masks:
     return {name: m.to(torch.bool) for name, m in masks.items()}
 
 
+# Datasets read from class folders: the number of classes (the output layer's rows) is the data's.
+CLASSES_FROM_FOLDERS = ("tinyimagenet", "imagenet")
+
+
 def check_masks_file(cfg) -> Masks:
     """Read method.file and check it against the model built on the meta device (no memory)."""
     from growth.data import dataset_shape
@@ -51,8 +55,16 @@ def check_masks_file(cfg) -> Masks:
     if shape is not None:
         with torch.device("meta"):
             model = build_model(cfg.model, *shape)
+        checked = dict(masks)
+        if cfg.dataset.name in CLASSES_FROM_FOLDERS:
+            # A subset's class count is known once its folders are read: the output layer's rows
+            # are checked then (the run checks every shape against the model it built).
+            for n, m in masks.items():
+                w = model.get_parameter(n) if n in dict(model.named_parameters()) else None
+                if w is not None and w.shape[0] == shape[1] and m.dim() == w.dim() and m.shape[1:] == w.shape[1:]:
+                    checked[n] = torch.ones(w.shape, dtype=torch.bool)
         try:
-            check_masks_fit(masks, model, source=f"method.file={cfg.method.file!r}")
+            check_masks_fit(checked, model, source=f"method.file={cfg.method.file!r}")
         except ValueError as exc:
             raise ConfigError(f"{exc} (model={cfg.model.name}, dataset={cfg.dataset.name})") from None
     if not any(bool(m.any()) for m in masks.values()):
@@ -71,6 +83,10 @@ class MasksFileRun(FixedDensityRun):
 
     def target_density(self) -> float | None:
         self.file_masks = check_masks_file(self.cfg)
+        try:  # against the model of the data as loaded (ImageNet's folders decide its class count)
+            check_masks_fit(self.file_masks, self.model, source=f"method.file={self.cfg.method.file!r}")
+        except ValueError as exc:
+            raise ConfigError(f"{exc} (model={self.cfg.model.name}, dataset={self.cfg.dataset.name})") from None
         return density(self.file_masks)
 
     def build_masks(self) -> Masks:

@@ -258,13 +258,15 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def masks_file_for(cfg, path: Path) -> str:
-    """A masks file at 10% density for the experiment's model (for method=masks)."""
-    from growth.data import dataset_shape
+    """A masks file at 10% density for the experiment's model on this data (for method=masks;
+    the small trees hold fewer classes than the real datasets)."""
+    from growth.data import build_dataset
     from growth.masks import save_masks
     from growth.models import build_model
 
+    data = build_dataset(cfg.dataset)
     with torch.device("meta"):
-        model = build_model(cfg.model, *dataset_shape(cfg.dataset))
+        model = build_model(cfg.model, tuple(data.train_x.shape[1:]), data.num_classes)
     gen = torch.Generator().manual_seed(0)
     save_masks(path, {n: torch.rand(model.get_parameter(n).shape, generator=gen) < 0.1 for n in model.growable_weights()})
     return f"method.file={path}"
@@ -321,6 +323,27 @@ def test_experiment_runs_a_few_steps_on_the_cpu(name, method, fake_roots, tmp_pa
 @pytest.mark.parametrize("name, method", list(matrix(fast=False)))
 def test_heavy_experiment_runs_every_method_on_the_cpu(name, method, fake_roots, tmp_path):
     run_tiny(name, method, fake_roots[_dataset_of(name)], tmp_path, PER_EXPERIMENT.get(name, []))
+
+
+def test_a_masks_file_for_the_full_class_count_is_refused_on_a_subset_before_training(fake_roots, tmp_path):
+    """On folder datasets the class count is the folders': the pre-flight check leaves the output
+    layer's rows to the run, which checks the file against the model it built, before training."""
+    from growth.data import dataset_shape
+    from growth.errors import ConfigError
+    from growth.masks import save_masks
+    from growth.models import build_model
+    from growth.train import Engine
+
+    overrides = ["method=masks", f"dataset.root={fake_roots['tinyimagenet']}", *TINY, "trainer.batch_size=4"]
+    cfg = compose_experiment("tinyimagenet_resnet18", *overrides, f"method.file={tmp_path / 'm.pt'}", tmp_path=tmp_path / "results")
+    with torch.device("meta"):
+        full = build_model(cfg.model, *dataset_shape(cfg.dataset))  # 200 classes; the small tree has 3
+    save_masks(tmp_path / "m.pt", {n: torch.ones(full.get_parameter(n).shape, dtype=torch.bool) for n in full.growable_weights()})
+    prepare(cfg)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Engine, "train_epoch", lambda *a, **k: pytest.fail("trained with a mask that does not fit"))
+        with pytest.raises(ConfigError, match=r"shape \(mask, weight\) mismatch .*\(200, 512\), \(3, 512\)"):
+            run(cfg)
 
 
 @pytest.mark.slow
