@@ -53,6 +53,7 @@ import pytest
 import torch
 
 from growth import records
+from growth.errors import ConfigError
 from growth.records import load_checkpoint, run_dir_for
 from growth.run import run
 from tests.conftest import CONF, FAST, REPO, compose_cfg
@@ -959,6 +960,11 @@ def test_a_checkpoint_with_a_code_payload_is_refused_and_never_executed(make_cfg
     with pytest.raises(Exception, match="Weights only load failed"):
         load_masks(evil_masks)
     assert not marker.exists()
+    # ... and as the file a masks run is asked to train, before anything is written
+    masks_cfg = make_cfg("method=masks", f"method.file={evil_masks}")
+    with pytest.raises(ConfigError, match="cannot be read as a masks file: .*Weights only load failed"):
+        run(masks_cfg)
+    assert not marker.exists() and not run_dir_for(masks_cfg).exists()
 
 
 def test_no_code_path_unpickles_or_evaluates_user_data():
