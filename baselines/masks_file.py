@@ -59,8 +59,9 @@ def check_masks_file(cfg) -> Masks:
         if cfg.dataset.name in CLASSES_FROM_FOLDERS:
             # A subset's class count is known once its folders are read: the output layer's rows
             # are checked then (the run checks every shape against the model it built).
+            params = dict(model.named_parameters())
             for n, m in masks.items():
-                w = model.get_parameter(n) if n in dict(model.named_parameters()) else None
+                w = params.get(n)
                 if w is not None and w.shape[0] == shape[1] and m.dim() == w.dim() and m.shape[1:] == w.shape[1:]:
                     checked[n] = torch.ones(w.shape, dtype=torch.bool)
         try:
@@ -89,11 +90,16 @@ class MasksFileRun(FixedDensityRun):
             raise ConfigError(f"{exc} (model={self.cfg.model.name}, dataset={self.cfg.dataset.name})") from None
         return density(self.file_masks)
 
+    def initial_state(self) -> dict:
+        state = super().initial_state()
+        # The run's identity holds the file's path; the content it trained is recorded (a resumed
+        # run takes its masks from its checkpoint, not from the file).
+        state["masks_sha256"] = hashlib.sha256(Path(self.cfg.method.file).read_bytes()).hexdigest()
+        return state
+
     def build_masks(self) -> Masks:
         self.ctx.progress(f"masks from {self.cfg.method.file}, density {self.density_target:.4%}")
         return {n: m.to(self.ctx.device) for n, m in self.file_masks.items()}
 
     def summary_fields(self) -> dict:
-        # The run's identity holds the file's path; its content is recorded for provenance.
-        digest = hashlib.sha256(Path(self.cfg.method.file).read_bytes()).hexdigest()
-        return {**super().summary_fields(), "masks_file": str(self.cfg.method.file), "masks_sha256": digest}
+        return {**super().summary_fields(), "masks_file": str(self.cfg.method.file), "masks_sha256": self.state.get("masks_sha256")}
