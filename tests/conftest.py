@@ -45,6 +45,31 @@ def shared_data_dir() -> Path | None:
     return None
 
 
+# Set by pytest itself, or by a library for the rest of the process: W&B's dependencies on import,
+# W&B's service (for child processes to reuse), torch inductor on import. Left as they are.
+_SET_BY_LIBRARIES = {
+    "PYTEST_CURRENT_TEST", "KMP_DUPLICATE_LIB_OK", "KMP_INIT_AT_FORK", "WANDB_SERVICE",
+    "_TORCHINDUCTOR_PYOBJECT_TENSOR_DATA_PTR",
+}
+
+
+@pytest.fixture(autouse=True)
+def environment_unchanged():
+    """A test that changes os.environ (outside monkeypatch) changes what later tests' configs and
+    subprocesses see (GROWTH_SLURM_* resolve into configs): it fails, and the environment is put back."""
+    before = dict(os.environ)
+    yield
+    after = dict(os.environ)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k) and k not in _SET_BY_LIBRARIES)
+    if changed:
+        for key in changed:
+            if key in before:
+                os.environ[key] = before[key]
+            else:
+                del os.environ[key]
+        pytest.fail(f"the test left os.environ changed: {changed}")
+
+
 def pytest_addoption(parser):
     parser.addoption("--slow", action="store_true", help="also run the slow end-to-end tests (CI does)")
 
