@@ -45,6 +45,13 @@ def read_masks_file(path: str | Path) -> Masks:
 CLASSES_FROM_FOLDERS = ("tinyimagenet", "imagenet")
 
 
+def check_fit(masks: Masks, model, cfg) -> None:
+    try:
+        check_masks_fit(masks, model, source=f"method.file={cfg.method.file!r}")
+    except ValueError as exc:
+        raise ConfigError(f"{exc} (model={cfg.model.name}, dataset={cfg.dataset.name})") from None
+
+
 def check_masks_file(cfg) -> Masks:
     """Read method.file and check it against the model built on the meta device (no memory)."""
     from growth.data import dataset_shape
@@ -64,10 +71,7 @@ def check_masks_file(cfg) -> Masks:
                 w = params.get(n)
                 if w is not None and w.shape[0] == shape[1] and m.dim() == w.dim() and m.shape[1:] == w.shape[1:]:
                     checked[n] = torch.ones(w.shape, dtype=torch.bool)
-        try:
-            check_masks_fit(checked, model, source=f"method.file={cfg.method.file!r}")
-        except ValueError as exc:
-            raise ConfigError(f"{exc} (model={cfg.model.name}, dataset={cfg.dataset.name})") from None
+        check_fit(checked, model, cfg)
     if not any(bool(m.any()) for m in masks.values()):
         raise ConfigError(f"method.file={cfg.method.file!r}: every mask is empty (density 0)")
     return masks
@@ -84,10 +88,7 @@ class MasksFileRun(FixedDensityRun):
 
     def target_density(self) -> float | None:
         self.file_masks = check_masks_file(self.cfg)
-        try:  # against the model of the data as loaded (ImageNet's folders decide its class count)
-            check_masks_fit(self.file_masks, self.model, source=f"method.file={self.cfg.method.file!r}")
-        except ValueError as exc:
-            raise ConfigError(f"{exc} (model={self.cfg.model.name}, dataset={self.cfg.dataset.name})") from None
+        check_fit(self.file_masks, self.model, self.cfg)  # the model of the data as loaded (ImageNet's folders decide its class count)
         return density(self.file_masks)
 
     def initial_state(self) -> dict:

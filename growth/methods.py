@@ -44,7 +44,6 @@ def register_method(*names: str) -> Callable[[type], type]:
 
 def load_methods() -> dict[str, type]:
     import importlib
-
     import pkgutil
 
     package = importlib.import_module(METHOD_PACKAGE)

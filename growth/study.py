@@ -38,11 +38,7 @@ def study_identity(st: DictConfig, base_overrides: Sequence[str]) -> str:
     """A hash of what the study computes: its own settings less execution, and the overrides
     that change its runs (those a run's identity ignores, such as output or logger, left out)."""
     settings = {k: v for k, v in OmegaConf.to_container(st, resolve=True).items() if k not in STUDY_EXECUTION_KEYS}
-    ignored = records.IDENTITY_EXCLUDED
-    overrides = sorted(
-        o for o in base_overrides
-        if not any((key := o.lstrip("+~").split("=", 1)[0].split("@")[0]) == k or key.startswith(k + ".") for k in ignored)
-    )
+    overrides = sorted(o for o in base_overrides if not _under(override_key(o), records.IDENTITY_EXCLUDED))
     ident = json.dumps({"study": settings, "overrides": overrides}, sort_keys=True)
     return hashlib.sha256(ident.encode()).hexdigest()[:10]
 
@@ -62,14 +58,18 @@ class Job:
     seconds: float | None = None
 
 
+def override_key(override: str) -> str:
+    """The key (or config group) an override sets: `+a.b=1` -> `a.b`, `hydra/launcher=slurm` -> `hydra/launcher`."""
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def _under(key: str, prefixes: Sequence[str]) -> bool:
+    return any(key == k or key.startswith(k + ".") or key.startswith(k + "/") for k in prefixes)
+
+
 def user_overrides(task_overrides: Sequence[str]) -> list[str]:
     """The command line's overrides minus the keys the study sets per run."""
-    keep = []
-    for o in task_overrides:
-        key = o.lstrip("+~").split("=", 1)[0]
-        if not any(key == k or key.startswith(k + ".") or key.startswith(k + "/") for k in STUDY_KEYS):
-            keep.append(o)
-    return keep
+    return [o for o in task_overrides if not _under(override_key(o), STUDY_KEYS)]
 
 
 def plan_independent(st) -> list[Job]:
