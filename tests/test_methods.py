@@ -340,6 +340,6 @@ def test_a_new_method_is_one_file_in_the_methods_package(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(methods, "METHODS", dict(methods.load_methods()))  # the registry is restored after
     monkeypatch.setattr(methods, "METHOD_PACKAGE", "more_methods")
+    assert "half_dense" not in methods.METHODS
     found = methods.load_methods()
     assert found["half_dense"].__name__ == "HalfDenseRun"
-    assert {"pwmpr", "dense", "rigl"} <= set(found)
