@@ -11,3 +11,7 @@ class DivergedError(RuntimeError):
     def __init__(self, message: str, where: dict | None = None):
         super().__init__(message)
         self.where = dict(where or {})
+
+
+class DryRunDone(Exception):
+    """A dry run has printed what it would do; nothing is to run (launch.py exits 0)."""

@@ -1,0 +1,200 @@
+"""Validation of a composed config, before a run directory is touched or a job submitted.
+
+Three sources, none of them a list of keys: the checks every schema field carries
+(growth.config.checks), the validator of every registry entry the config selects (a method's,
+a dataset's, a model's, ...), and the few rules below that relate sections to one another.
+Every problem is one line naming the key and what is valid; all are raised together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from growth.config.checks import field_checks
+from growth.config.hints import unknown_key_problems
+from growth.errors import ConfigError
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    return OmegaConf.select(cfg, key, throw_on_missing=True)
+
+
+def field_problems(node: DictConfig, path: str = "") -> list[str]:
+    """The checks of every field of every schema section, walking the config's typed nodes."""
+    problems: list[str] = []
+    kind = OmegaConf.get_type(node)
+    fields = {f.name: f for f in dataclasses.fields(kind)} if dataclasses.is_dataclass(kind) else {}
+    for name in node:
+        if name in ("hydra", "defaults"):
+            continue
+        key = f"{path}.{name}" if path else str(name)
+        child = node._get_node(name)
+        if isinstance(child, DictConfig):
+            if not child._is_none() and not child._is_missing():
+                problems += field_problems(child, key)
+            continue
+        f = fields.get(str(name))
+        if f is None:
+            continue
+        value = node[name]
+        if isinstance(value, (DictConfig, ListConfig)):
+            value = OmegaConf.to_container(value, resolve=True)
+        for check in field_checks(f):
+            problem = check.problem(key, value)
+            if problem:
+                problems.append(problem)
+                break
+    return problems
+
+
+def selected_entries(cfg: DictConfig) -> list:
+    """The registry entries this config selects (method, score, seed builder, rule, dataset, ...)."""
+    from growth import kinds  # noqa: F401  (creates the registries)
+    from growth.registry import REGISTRIES
+
+    found = []
+    for registry in REGISTRIES.values():
+        name = OmegaConf.select(cfg, registry.key, default=None)
+        if isinstance(name, str) and name in registry:
+            found.append(registry.entry(name))
+    return found
+
+
+def model_fit_problems(cfg: DictConfig) -> list[str]:
+    """The model's own checks against the dataset's input shape and class count, by building it on
+    the meta device (no memory, no random draws) before anything is written or submitted."""
+    import torch
+
+    from growth.data import dataset_shape
+    from growth.kinds import DATASETS, MODELS
+    from growth.models import build_model
+
+    if cfg.model.name not in MODELS or cfg.dataset.name not in DATASETS:
+        return []
+    shape = dataset_shape(cfg.dataset)
+    if shape is None:
+        return []
+    try:
+        with torch.device("meta"):
+            build_model(cfg.model, *shape)
+    except ConfigError as exc:
+        return [
+            f"model={cfg.model.name} does not fit dataset={cfg.dataset.name} (inputs of shape {shape[0]}, "
+            f"{shape[1]} classes): {exc}"
+        ]
+    except Exception:  # not a configuration problem: building the real model reports it
+        return []
+    return []
+
+
+def output_problems(cfg: DictConfig) -> list[str]:
+    """A results root that cannot be created or written (checked without writing anything, so a
+    sweep fails before any job is submitted; the run itself probes again before it writes)."""
+    import os
+    from pathlib import Path
+
+    key = "output.run_dir" if cfg.output.run_dir else "output.root"
+    target = Path(os.path.expanduser(str(_get(cfg, key))))
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        why = "is not a directory"
+    elif existing in (target, target.parent) and not os.access(existing, os.W_OK | os.X_OK):
+        why = "is not writable"
+    else:  # (a missing folder further up may exist only where the jobs run)
+        return []
+    return [f"{key}={str(target)!r} is invalid: {existing} {why}; choose a writable {key} (or set GROWTH_RESULTS)"]
+
+
+
+
+def growth_problems(cfg: DictConfig) -> list[str]:
+    g = cfg.growth
+    if 0 < g.seed_density <= 1 and 0 < g.max_density <= 1 and g.seed_density > g.max_density:
+        return [
+            f"growth.seed_density={g.seed_density} is above growth.max_density={g.max_density}: "
+            "the seed must not be denser than the largest density growth may reach"
+        ]
+    return []
+
+
+def budget_problems(cfg: DictConfig) -> list[str]:
+    from growth.kinds import METHODS
+
+    b, problems = cfg.budget, []
+    if b.match is not None and b.epochs is not None:
+        problems.append("budget.match and budget.epochs are both set: give the length one way, not two")
+    if b.snapshot is not None and b.match is None:
+        problems.append(f"budget.snapshot={b.snapshot} needs budget.match (the run whose snapshot it names)")
+    if b.match is not None and cfg.method.name in METHODS:
+        if not METHODS.entry(cfg.method.name).info.get("matched_budget", False):
+            takes = [e.name for e in METHODS.entries() if e.info.get("matched_budget")]
+            problems.append(
+                f"budget.match={b.match!r} needs a fixed-density method ({', '.join(takes)}), not method={cfg.method.name!r}"
+            )
+    return problems
+
+
+def trainer_problems(cfg: DictConfig) -> list[str]:
+    t, problems = cfg.trainer, []
+    if t.devices >= 1 and t.nodes >= 1 and t.batch_size < t.devices * t.nodes:
+        problems.append(
+            f"trainer.batch_size={t.batch_size} is invalid: at least trainer.devices x trainer.nodes = "
+            f"{t.devices * t.nodes} (the global batch is split over the processes)"
+        )
+    if t.compile or t.precision == "bf16":
+        import torch
+
+        from growth.train import compile_problem
+
+        device = str(t.device)
+        kind = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device.split(":")[0]
+        problem = compile_problem(kind) if t.compile else None
+        if problem:
+            problems.append(problem)
+        if t.precision == "bf16" and kind == "cuda" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+            problems.append(
+                "trainer.precision='bf16' is invalid: this GPU has no bfloat16 support (it needs compute "
+                "capability 8.0, Ampere, or newer): use trainer.precision=fp32"
+            )
+    return problems
+
+
+def study_problems(cfg: DictConfig) -> list[str]:
+    from growth.kinds import METHODS
+
+    st, problems = cfg.study, []
+    if st.name is None:
+        return problems
+    known = METHODS.names()
+    for key in ("growth_methods", "baselines", "matched_methods"):
+        unknown = [x for x in st[key] if x not in known]
+        if unknown:
+            problems.append(f"study.{key} has unknown methods {unknown}: valid are {known}")
+    if st.reference not in known:
+        problems.append(f"study.reference={st.reference!r} is invalid: one of {known}")
+    unknown = [x for x in st.method_overrides if x not in known]
+    if unknown:
+        problems.append(f"study.method_overrides names unknown methods {unknown}: valid are {known}")
+    return problems
+
+
+# Rules that relate one section to another (the rest lives in the schemas and the entries).
+CROSS_SECTION_RULES = (growth_problems, budget_problems, trainer_problems, study_problems, model_fit_problems, output_problems)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check ranges and contradictions; raise ConfigError naming the key and what is valid."""
+    problems = field_problems(cfg)
+    for entry in selected_entries(cfg):
+        if entry.validate is not None:
+            problems += entry.validate(cfg)
+    for rule in CROSS_SECTION_RULES:
+        problems += rule(cfg)
+    problems += unknown_key_problems(cfg)
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(dict.fromkeys(problems)))
