@@ -24,7 +24,8 @@ from growth.data import (
     stratified_split,
 )
 from growth.data.augment import CropFlip
-from growth.data.schema import ArrayImageConfig, ImageNetConfig
+from growth.data.schema import ArrayImageConfig
+from growth.data.sets.imagenet import ImageNetConfig
 from growth.errors import ConfigError
 from tests.conftest import CONF, compose_cfg, shared_data_dir
 
@@ -516,11 +517,11 @@ def test_corrupt_data_is_a_config_error_naming_the_file(tmp_path, make):
 
 
 def test_a_file_read_once_before_submission_is_read_again_when_it_changes(tmp_path, monkeypatch):
-    from growth.data import catalog
+    from growth.data.loaders import ArrayImages
 
     reads = []
-    real = catalog.read_arrays
-    monkeypatch.setattr(catalog, "read_arrays", lambda *a: reads.append(a[2]) or real(*a))
+    real = ArrayImages.read_arrays
+    monkeypatch.setattr(ArrayImages, "read_arrays", lambda self, *a: reads.append(a[1]) or real(self, *a))
     path = tmp_path / "mnist.npz"
     x = np.zeros((20, 28, 28), np.uint8)
     np.savez(path, train_x=x, train_y=np.arange(20, dtype=np.uint8) % 10, test_x=x, test_y=np.zeros(20, np.uint8))

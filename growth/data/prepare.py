@@ -15,9 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from growth.data.catalog import SPECS, locate_or_fetch, read_arrays
-from growth.data.formats import CorruptData
+from growth.data.layouts import CorruptData
+from growth.data.loaders import ArrayImages
 from growth.errors import ConfigError
+from growth.kinds import DATASETS
+
+
+def convertible() -> list[str]:
+    """The datasets held in memory as arrays (ImageNet's class folders are read from disk)."""
+    return [name for name in DATASETS.names() if isinstance(DATASETS.get(name), ArrayImages)]
 
 
 def to_file_layout(x: np.ndarray) -> np.ndarray:
@@ -28,18 +34,18 @@ def to_file_layout(x: np.ndarray) -> np.ndarray:
 def prepare(name: str, root: str | None = None, out: str | None = None, fmt: str = "auto") -> Path:
     from omegaconf import OmegaConf
 
-    if name not in SPECS or name == "imagenet":
-        raise ConfigError(f"{name!r} cannot be converted: one of {sorted(n for n in SPECS if n != 'imagenet')}")
-    spec = SPECS[name]
+    if name not in convertible():
+        raise ConfigError(f"{name!r} cannot be converted: one of {convertible()}")
+    dataset = DATASETS.get(name)
     cfg = OmegaConf.create({"name": name, "root": root, "format": fmt, "download": False})
-    data_root, found_fmt, path = locate_or_fetch(spec, cfg)
-    if found_fmt == "npz" and out is None:
+    data_root, layout, path = dataset.locate_or_fetch(cfg)
+    if layout.name == "npz" and out is None:
         return path
     try:
-        train_x, train_y, test_x, test_y, _ = read_arrays(spec, found_fmt, path)
+        train_x, train_y, test_x, test_y, _ = dataset.read_arrays(layout, path)
     except CorruptData as e:
         raise ConfigError(f"{e.path}: {e.detail}") from None
-    target = Path(out) if out else data_root / spec.dirs[0] / f"{name}.npz"
+    target = Path(out) if out else data_root / dataset.dirs[0] / f"{name}.npz"
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp.npz")
     np.savez_compressed(
@@ -55,7 +61,7 @@ def prepare(name: str, root: str | None = None, out: str | None = None, fmt: str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", choices=sorted(n for n in SPECS if n != "imagenet"))
+    parser.add_argument("name", choices=convertible())
     parser.add_argument("--root", default=None, help="data root (default: $GROWTH_DATA_ROOT or ./data)")
     parser.add_argument("--out", default=None, help="output file (default: <root>/<name>/<name>.npz)")
     parser.add_argument("--format", default="auto", help="layout to read (default: the first one found)")

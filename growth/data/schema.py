@@ -1,11 +1,13 @@
-"""Config schemas of the image datasets (subclasses of growth.config.DatasetConfig)."""
+"""Config schemas shared by the image datasets (subclasses of growth.config.DatasetConfig).
+
+A dataset registers one of these (or its own subclass, as ImageNet does in
+growth.data.sets.imagenet) as its schema; its validator checks the values (growth.data.spec).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
-
-from omegaconf import MISSING
 
 from growth.config import DatasetConfig
 
@@ -14,7 +16,6 @@ DATA_PATHS = ("auto", "device", "loader")
 
 @dataclass
 class ImageDatasetConfig(DatasetConfig):
-    name: str = MISSING
     # Which on-disk layout to read; auto takes the first one found (docs/data.md lists them).
     # torchvision means torchvision's own layout (cifar-10-batches-py pickles, MNIST/raw IDX).
     format: str = "auto"
@@ -41,14 +42,3 @@ class ArrayImageConfig(ImageDatasetConfig):
     crop_padding: int = 4
     hflip: bool = True
 
-
-@dataclass
-class ImageNetConfig(ImageDatasetConfig):
-    """ImageNet as class folders, read from disk every epoch."""
-
-    data_path: str = "loader"
-    # Training crop (RandomResizedCrop) and evaluation crop (resize to resize_size, centre crop).
-    image_size: int = 224
-    resize_size: int = 256
-    mean: Optional[list[float]] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: Optional[list[float]] = field(default_factory=lambda: [0.229, 0.224, 0.225])

@@ -1,0 +1,108 @@
+"""ImageNet (ILSVRC-2012) as class folders, read from disk by DataLoader workers every epoch; the
+official val set is the test split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from growth.data.images import FolderImages, default_workers, labels_tensor
+from growth.data.layouts import ClassFolders, CorruptData
+from growth.data.schema import ImageDatasetConfig
+from growth.data.spec import ImageDataset, invalid, raise_invalid, register
+from growth.data.splits import DatasetSplits, stratified_split
+from growth.errors import ConfigError
+
+
+@dataclass
+class ImageNetConfig(ImageDatasetConfig):
+    """ImageNet as class folders, read from disk every epoch."""
+
+    data_path: str = "loader"
+    # Training crop (RandomResizedCrop) and evaluation crop (resize to resize_size, centre crop).
+    image_size: int = 224
+    resize_size: int = 256
+    mean: Optional[list[float]] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: Optional[list[float]] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+
+@dataclass(frozen=True, eq=False)
+class ImageNet(ImageDataset):
+    """Files of any size, cropped to image_size by the transforms."""
+
+    def shape(self, cfg) -> tuple[tuple[int, ...], int]:
+        """The full set's class count; the loaded folders decide the real one."""
+        size = int(cfg.get("image_size", 224))
+        return (self.channels, size, size), self.num_classes
+
+    def data_path_problem(self, data_path) -> str | None:
+        if data_path == "device":
+            return "imagenet is read from disk: auto or loader"
+        return super().data_path_problem(data_path)
+
+    def missing_stats_problem(self) -> str | None:
+        return f"{self.channels} per-channel values (ImageNet's are not computed from its files)"
+
+    def own_problems(self, cfg) -> list[str]:
+        problems = []
+        if "image_size" in cfg and cfg.image_size < 1:
+            problems.append(invalid(cfg, "image_size", "at least 1"))
+        if "resize_size" in cfg and "image_size" in cfg and cfg.resize_size < cfg.image_size:
+            problems.append(invalid(cfg, "resize_size", "at least image_size"))
+        return problems
+
+    def load(self, cfg) -> DatasetSplits:
+        raise_invalid(self.problems(cfg))
+        root, layout, path = self.locate_or_fetch(cfg)
+        try:
+            train, test, classes = layout.samples(path)
+        except CorruptData as e:
+            raise ConfigError(self.corrupt_message(root, layout, e)) from None
+        labels = np.asarray([label for _, label in train], dtype=np.int64)
+        keep, held = stratified_split(labels, cfg.val_fraction, cfg.split_seed)
+        workers = default_workers() if cfg.get("num_workers") is None else int(cfg.num_workers)
+
+        def files(samples, augment: bool) -> FolderImages:
+            return FolderImages(
+                samples,
+                cfg.mean,
+                cfg.std,
+                image_size=cfg.image_size,
+                resize_size=cfg.resize_size,
+                augment=augment,
+                num_workers=workers,
+            )
+
+        val = [train[i] for i in held]
+        train = [train[i] for i in keep]
+        return DatasetSplits(
+            files(train, bool(cfg.augment)),
+            labels_tensor([s[1] for s in train]),
+            files(val, False),
+            labels_tensor([s[1] for s in val]),
+            files(test, False),
+            labels_tensor([s[1] for s in test]),
+            num_classes=len(classes),
+            name=self.name,
+            source=f"{layout.name}:{path}",
+        )
+
+
+IMAGENET = register(
+    ImageNet(
+        name="imagenet",
+        title="ImageNet (ILSVRC-2012)",
+        dirs=("imagenet", "ImageNet", "ILSVRC2012", "imagenet-1k"),
+        num_classes=1000,
+        channels=3,
+        size=0,  # files of any size, cropped by the transforms
+        layouts=(ClassFolders(),),
+        get="download ILSVRC-2012 from https://image-net.org (registration needed), extract train/ into "
+        "class folders and sort val/ into the same class folders (e.g. with the widely used valprep.sh), "
+        "under {dir}",
+        classes_from_files=True,
+    ),
+    ImageNetConfig,
+)
