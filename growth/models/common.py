@@ -1,4 +1,5 @@
-"""Helpers shared by the model builders: growable-weight listing and input checks."""
+"""Helpers shared by the model modules: the schemas' name field, growable-weight listing and
+input checks."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from growth.config.checks import key, registered
 from growth.errors import ConfigError
+
+
+def model_name(default: str):
+    """The ``name`` field of a model's schema: its default, still checked against the registry
+    (a subclass that sets a default replaces the base field, and with it the base field's check)."""
+    return key(default, registered("model"))
 
 
 def linear_and_conv_weights(model: nn.Module) -> list[str]:

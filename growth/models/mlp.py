@@ -1,12 +1,27 @@
-"""Multilayer perceptron for flat or image inputs (flattened)."""
+"""``mlp``: a multilayer perceptron for flat or image inputs (flattened), ReLU between its
+Linear layers of ``hidden`` widths. PyTorch's default Linear init.
+
+Growable weights: every Linear weight.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from growth.config import ModelConfig
+from growth.kinds import MODELS
+from growth.models.common import model_name
+
+
+@dataclass
+class MLPConfig(ModelConfig):
+    name: str = model_name("mlp")
+    hidden: list[int] = field(default_factory=lambda: [100, 100])
 
 
 class MLP(nn.Module):
@@ -28,3 +43,8 @@ class MLP(nn.Module):
             if i < len(self.layers) - 1:
                 x = self.act(x)
         return x
+
+
+@MODELS.register("mlp", schema=MLPConfig)
+def build_mlp(cfg, input_shape, num_classes) -> MLP:
+    return MLP(input_shape, num_classes, hidden=list(cfg.hidden))

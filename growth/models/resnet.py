@@ -24,18 +24,19 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
 from growth.config import ModelConfig
-from growth.models.common import StagedResNet, check_classes, image_shape, linear_and_conv_weights
+from growth.kinds import MODELS
+from growth.models.common import StagedResNet, check_classes, image_shape, linear_and_conv_weights, model_name
 from growth.models.resnet_cifar import BasicBlock
 
 
 @dataclass
 class ResNet18Config(ModelConfig):
-    name: str = "resnet18"
+    name: str = model_name("resnet18")
 
 
 @dataclass
 class ResNet50Config(ModelConfig):
-    name: str = "resnet50"
+    name: str = model_name("resnet50")
 
 
 class ResNet18(StagedResNet):
@@ -59,7 +60,6 @@ class ResNet18(StagedResNet):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
 
-
 class ResNet50(ResNet):
     """torchvision's ResNet-50 (Bottleneck, [3, 4, 6, 3]) with its own init and names."""
 
@@ -73,11 +73,13 @@ class ResNet50(ResNet):
         return linear_and_conv_weights(self)
 
 
+@MODELS.register("resnet18", schema=ResNet18Config)
 def build_resnet18(cfg, input_shape, num_classes) -> ResNet18:
     channels, _, _ = image_shape(cfg.name, input_shape, "e.g. (3, 64, 64) for TinyImageNet")
     return ResNet18(check_classes(cfg.name, num_classes), channels)
 
 
+@MODELS.register("resnet50", schema=ResNet50Config)
 def build_resnet50(cfg, input_shape, num_classes) -> ResNet50:
     channels, _, _ = image_shape(cfg.name, input_shape, "e.g. (3, 224, 224) for ImageNet")
     return ResNet50(check_classes(cfg.name, num_classes), channels)

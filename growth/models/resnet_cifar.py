@@ -29,6 +29,7 @@ from torch import nn
 
 from growth.config import ModelConfig
 from growth.errors import ConfigError
+from growth.kinds import MODELS
 from growth.models.common import StagedResNet, check_classes, image_shape
 
 SHORTCUTS = ("A", "B")
@@ -37,7 +38,8 @@ DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet56": 56, "resnet110": 110}
 
 @dataclass
 class CifarResNetConfig(ModelConfig):
-    # One schema for resnet20/32/56/110: depth must be the one the name says (checked when built).
+    # One schema for resnet20/32/56/110 (each stores it as <name>_schema): depth must be the one
+    # the name says (checked when built).
     depth: int = 20
     # A: parameter-free (subsample + zero-pad channels); B: 1x1 conv + BatchNorm projection.
     shortcut: str = "A"
@@ -140,7 +142,6 @@ class CifarResNet(StagedResNet):
                 nn.init.kaiming_normal_(m.weight)
 
 
-
 def build_cifar_resnet(cfg, input_shape, num_classes) -> CifarResNet:
     name = cfg.name
     depth = int(cfg.depth)
@@ -153,3 +154,8 @@ def build_cifar_resnet(cfg, input_shape, num_classes) -> CifarResNet:
         raise ConfigError(f"model.shortcut={cfg.shortcut!r} is invalid: one of {list(SHORTCUTS)} (model.name={name})")
     channels, _, _ = image_shape(name, input_shape, "e.g. (3, 32, 32) for CIFAR; any channel count and size")
     return CifarResNet((depth - 2) // 6, check_classes(name, num_classes), channels, shortcut=cfg.shortcut)
+
+
+# One entry per depth, all four sharing the schema and the builder.
+for _name, _depth in DEPTHS.items():
+    MODELS.add(_name, build_cifar_resnet, schema=CifarResNetConfig, depth=_depth)

@@ -23,18 +23,19 @@ from torch import nn
 
 from growth.config import ModelConfig
 from growth.errors import ConfigError
-from growth.models.common import check_classes, image_shape, linear_and_conv_weights
+from growth.kinds import MODELS
+from growth.models.common import check_classes, image_shape, linear_and_conv_weights, model_name
 from growth.models.mlp import MLP
 
 
 @dataclass
 class LeNet300Config(ModelConfig):
-    name: str = "lenet300"
+    name: str = model_name("lenet300")
 
 
 @dataclass
 class ConvNetConfig(ModelConfig):
-    name: str = "convnet"
+    name: str = model_name("convnet")
 
 
 class LeNet300(MLP):
@@ -60,12 +61,14 @@ class ConvNet(nn.Module):
         return self.fc2(F.relu(self.fc1(torch.flatten(x, 1))))
 
 
+@MODELS.register("lenet300", schema=LeNet300Config)
 def build_lenet300(cfg, input_shape, num_classes) -> LeNet300:
     if not input_shape or min(int(s) for s in input_shape) < 1:
         raise ConfigError(f"model.name={cfg.name} needs a non-empty input, got input_shape {tuple(input_shape)}")
     return LeNet300(input_shape, check_classes(cfg.name, num_classes))
 
 
+@MODELS.register("convnet", schema=ConvNetConfig)
 def build_convnet(cfg, input_shape, num_classes) -> ConvNet:
     c, h, w = image_shape(cfg.name, input_shape, "e.g. (1, 28, 28) for MNIST")
     if h < 6 or w < 6:

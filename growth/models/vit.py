@@ -37,12 +37,13 @@ from torch import nn
 
 from growth.config import ModelConfig
 from growth.errors import ConfigError
-from growth.models.common import check_classes, image_shape, linear_and_conv_weights
+from growth.kinds import MODELS
+from growth.models.common import check_classes, image_shape, linear_and_conv_weights, model_name
 
 
 @dataclass
 class ViTConfig(ModelConfig):
-    name: str = "vit"
+    name: str = model_name("vit")
     patch_size: int = 8
     dim: int = 256
     depth: int = 6
@@ -133,6 +134,7 @@ class ViT(nn.Module):
         return self.head(self.norm(x[:, 0]))
 
 
+@MODELS.register("vit", schema=ViTConfig)
 def build_vit(cfg, input_shape, num_classes) -> ViT:
     name = cfg.name
     channels, h, w = image_shape(name, input_shape, "e.g. (3, 64, 64) for TinyImageNet")
