@@ -1,12 +1,7 @@
-"""Run loggers: mirrors of the run records to an experiment tracker.
+"""``logger=wandb``: each run mirrored to one Weights & Biases run (offline by default).
 
-The run directory stays the source of truth; a logger only mirrors what the records hold, and a
-failing logger must never stop or slow training. Methods call the hooks below at their
-boundaries (a growth round, an epoch of fixed-length training, the end of the run).
-
-``logger=wandb`` mirrors each run to one Weights & Biases run (offline by default). W&B is
-imported only when that logger is built; any W&B error turns the logger into a no-op after one
-warning, and the local records stay complete.
+W&B is imported only when this logger is built; any W&B error turns the logger into a no-op
+after one warning, and the run directory's records, the source of truth, stay complete.
 """
 
 from __future__ import annotations
@@ -16,29 +11,18 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from growth.config import LoggerConfig
+from growth.config.checks import key, registered
+from growth.kinds import LOGGERS
+from growth.loggers.base import RunLogger, flat_config
 
+# The package's logger name, as before the split (tests filter on "growth.loggers").
 log = logging.getLogger("growth.loggers")
-
-
-class RunLogger:
-    """No-op logger; subclasses mirror records somewhere else."""
-
-    def log_round(self, row: dict) -> None: ...
-
-    def log_epoch(self, phase: str, epoch: int, metrics: dict) -> None: ...
-
-    def log_records(self, summary: dict, curve: list[dict]) -> None: ...
-
-    def finish(self, status: str) -> None: ...
-
-
-# ---------------------------------------------------------------- W&B
 
 
 class WandbMode(enum.Enum):
@@ -50,7 +34,7 @@ class WandbMode(enum.Enum):
 
 @dataclass
 class WandbLoggerConfig(LoggerConfig):
-    name: str = "wandb"
+    name: str = key("wandb", registered("logger"))
     project: str = "growth-density"
     # null: the W&B default entity of the logged-in user (online) or none (offline).
     entity: Optional[str] = None
@@ -94,31 +78,6 @@ def wandb_run_id(run_dir: Path) -> str:
     return run_id
 
 
-def flat_config(cfg) -> dict[str, Any]:
-    """The resolved config with dotted keys (``growth.timing.epochs``), plus the few keys a
-    dashboard filters by first (method, dataset, model, seed, density)."""
-    from omegaconf import OmegaConf
-
-    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    container.pop("defaults", None)
-    flat = flatten(container, ".")
-    m = cfg.method
-    density = m.density if "density" in m else (1.0 if m.name == "dense" else None)
-    flat.update(method=m.name, dataset=cfg.dataset.name, model=cfg.model.name, seed=int(cfg.seed), density=density)
-    return flat
-
-
-def flatten(obj: Mapping, sep: str, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in obj.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            out.update(flatten(value, sep, name + sep))
-        else:
-            out[name] = value
-    return out
-
-
 def _phase_key(phase: str) -> str:
     # "extensive:3" -> "extensive_3": W&B groups panels by the part before the first "/".
     return re.sub(r"[^A-Za-z0-9_.-]", "_", phase)
@@ -132,6 +91,7 @@ def _history_value(value: Any) -> Any:
     return None  # strings (stop_reason, point names) go to the summary or the table instead
 
 
+@LOGGERS.register("wandb", schema=WandbLoggerConfig)
 class WandbLogger(RunLogger):
     """One W&B run per framework run. Every W&B call goes through :meth:`_guard`: the first
     failure logs one warning and turns every later hook into a no-op."""
@@ -270,18 +230,3 @@ class WandbLogger(RunLogger):
             # The traceback stays in summary.json; the dashboard gets where it happened.
             self.run.summary["where"] = {k: v for k, v in (on_disk.get("where") or {}).items() if k != "traceback"}
         self.run.finish(exit_code=0 if status == "finished" else 1)
-
-
-LOGGERS: dict[str, Callable[..., RunLogger]] = {
-    "none": lambda cfg, run_dir: RunLogger(),
-    "wandb": WandbLogger,
-}
-
-
-def register_logger_schemas(cs) -> None:
-    """Store the schema of every logger option with settings of its own."""
-    cs.store(group="logger", name="wandb_schema", node=WandbLoggerConfig)
-
-
-def build_logger(cfg, run_dir: Path) -> RunLogger:
-    return LOGGERS[cfg.logger.name](cfg, Path(run_dir))
