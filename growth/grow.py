@@ -2,239 +2,56 @@
 
 Seed -> [train a round -> record (density, proxy accuracy, cost) -> snapshot -> stop? -> grow]*
 -> extensive training of the discovered density (or of every snapshot).
-The variants differ only in the grow score (``method.score``) and the selection
-(``method.selection``), both looked up in registries below.
+The variants differ only in the grow score (``method.score``, a registered score of
+growth.scores) and the selection (``method.selection``, growth.selection); the seed
+(growth.seeds) and the stop rule (growth.stopping) are registered plugins too.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from growth import distributed, records
-from growth.errors import DivergedError
-from growth.masks import Masks, count_active, count_total, density, growable_parameters, layer_densities
+from growth.config import MethodConfig
+from growth.config.checks import key, one_of, registered
+from growth.kinds import SCORES, STOP_RULES
+from growth.masks import count_active, density, layer_densities
 from growth.methods import MethodRun, RunContext, register_method
-from growth.sampling import sample_without_replacement, topk_indices, uniform_without_replacement
-from growth.scores import pwmp_scores
-from growth.stopping import StopRule
-from growth.train import Callback, Engine
-
-# ------------------------------------------------------------------ grow scores
-
-ScoreFn = Callable[["GrowthRun", Masks], "dict[str, torch.Tensor] | None"]
-GROW_SCORES: dict[str, ScoreFn] = {}
+from growth.scores import ScoreInputs
+from growth.seeds import build_seed, rescale_fan_in
+from growth.selection import edges_to_grow, grow_masks
+from growth.timing import AdaptiveRoundTimer
 
 
-def grow_score(name: str) -> Callable[[ScoreFn], ScoreFn]:
-    def decorate(fn: ScoreFn) -> ScoreFn:
-        GROW_SCORES[name] = fn
-        return fn
-
-    return decorate
-
-
-@grow_score("pwmp")
-def _pwmp_score(run: "GrowthRun", masks: Masks) -> dict[str, torch.Tensor]:
-    scores = pwmp_scores(run.model, masks, run.ctx.example_input)
-    # One forward and one backward pass of a single sample through the dense graph.
-    run.ledger.add_extra_flops(3.0 * run.ledger.dense_forward_flops)
-    return scores
+@dataclass
+class GrowthMethodConfig(MethodConfig):
+    # Score over absent edges used to grow: a registered score (growth.scores): pwmp | random | gradient.
+    score: str = key("pwmp", registered("score"))
+    # sample: proportional to score^(1/temperature), without replacement; topk: the k best.
+    selection: str = key("sample", one_of("sample", "topk"))
 
 
-@grow_score("random")
-def _random_score(run: "GrowthRun", masks: Masks) -> None:
-    return None  # no score: selection is uniform over absent edges
 
-
-@grow_score("gradient")
-def _gradient_score(run: "GrowthRun", masks: Masks) -> dict[str, torch.Tensor]:
-    """|dLoss/dw| over absent edges, averaged over a few training batches (taken only when growing)."""
-    model, engine = run.model, run.engine
-    params = growable_parameters(model)
-    totals = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in params.items()}
-    batches = 0
-    model.train()
-    for x, y in engine.batches:
-        model.zero_grad(set_to_none=True)
-        # Through the training module: with several ranks, the gradient of the global batch.
-        loss, _, global_len = engine.batch_loss(engine.forward_module(engine.format_input(x)), y, batches)
-        loss.backward()
-        for n, p in params.items():
-            totals[n] += p.grad.detach().abs().double()
-        batches += 1
-        # Dense gradient pass: forward + backward at full density.
-        run.ledger.add_extra_flops(3.0 * run.ledger.dense_forward_flops * global_len)
-        if batches >= run.cfg.growth.gradient_batches:
-            break
-    model.zero_grad(set_to_none=True)
-    scores = {n: t / batches for n, t in totals.items()}
-    if not all(bool(torch.isfinite(s).all()) for s in scores.values()):
-        raise DivergedError("non-finite gradient scores", {"phase": "growth", "round": run.round})
-    return scores
-
-
-# ------------------------------------------------------------------ selection
-
-def select_edges(
-    candidate_scores: torch.Tensor | None,
-    n_candidates: int,
-    k: int,
-    selection: str,
-    temperature: float,
-    generator: torch.Generator,
-    device: torch.device | str | None = None,
-) -> tuple[torch.Tensor, int]:
-    """Indices into the candidate list, and how many of them were drawn with zero score.
-
-    ``sample`` draws proportional to score^(1/temperature) without replacement; edges of score 0
-    (no path through them) cannot be drawn by that law, so when fewer positive-score edges remain
-    than requested, the rest are drawn uniformly among the zero-score ones (recorded).
-
-    The work runs where the scores are (on ``device``, default the CPU, when there are none).
-    Every random draw comes from ``generator``; with the run's CPU generator the uniforms are
-    drawn on the host and copied to the device, so the stream (and, but for the last bit of the
-    device's log in the sampling keys, the edges drawn) is the same on every device.
-    """
-    if candidate_scores is None:
-        device = torch.device("cpu") if device is None else torch.device(device)
-        return uniform_without_replacement(n_candidates, k, generator, generator.device).to(device), 0
-    # Softmax attention (kept in the ViT's scoring pass) has a derivative of either sign, so a
-    # few path sums come out negative; such edges count as score 0 (no positive path through them).
-    scores = candidate_scores.detach().to(torch.float64).clamp(min=0.0)
-    if selection == "topk":
-        return topk_indices(scores, k), 0
-    # Normalise before the power: PWMP scores reach 1e51 and would overflow for temperature < 1.
-    top = scores.max() if len(scores) else scores.new_zeros(())
-    weights = (scores / top).pow(1.0 / temperature) if top > 0 else torch.zeros_like(scores)
-    positive = int((weights > 0).sum())
-    take = min(k, positive)
-    chosen = (
-        sample_without_replacement(weights, take, generator)
-        if take
-        else torch.empty(0, dtype=torch.long, device=scores.device)
-    )
-    fill = k - take
-    if fill:
-        zero = torch.nonzero(weights <= 0).squeeze(1)
-        picks = uniform_without_replacement(len(zero), fill, generator, generator.device).to(scores.device)
-        chosen = torch.cat([chosen, zero[picks]])
-    return chosen, fill
-
-
-def grow_masks(
-    masks: Masks, scores: Mapping[str, torch.Tensor] | None, k: int, selection: str, temperature: float, generator
-) -> tuple[Masks, int]:
-    """New masks with k absent edges added, chosen globally over all layers.
-
-    Runs on the scores' device (the masks' for random growth): nothing of the size of the network
-    goes to the host. The new masks are on the devices of the old ones."""
-    names = list(masks)
-    if not names:
-        return {}, 0
-    source = scores[names[0]] if scores is not None else masks[names[0]]
-    device = source.device
-    flat_mask = torch.cat([masks[n].detach().flatten().to(device) for n in names])
-    candidates = torch.nonzero(~flat_mask).squeeze(1)
-    cand_scores = None
-    if scores is not None:
-        flat_scores = torch.cat([scores[n].detach().flatten().to(device, torch.float64) for n in names])
-        cand_scores = flat_scores[candidates]
-    chosen, zero_filled = select_edges(cand_scores, len(candidates), k, selection, temperature, generator, device)
-    flat_mask[candidates[chosen]] = True
-    out, offset = {}, 0
-    for n in names:
-        size = masks[n].numel()
-        out[n] = flat_mask[offset : offset + size].view_as(masks[n]).to(masks[n].device)
-        offset += size
-    return out, zero_filled
-
-
-def edges_to_grow(masks: Masks, growth_ratio: float, max_density: float) -> int:
-    active, total = count_active(masks), count_total(masks)
-    cap = min(total, math.floor(max_density * total + 1e-9)) - active
-    n_new = round((growth_ratio - 1.0) * active)
-    return max(0, min(max(n_new, 1), cap))
-
-
-# ------------------------------------------------------------------ seed
-
-def random_seed_masks(model: nn.Module, density_: float, generator: torch.Generator) -> Masks:
-    out = {}
-    for n, p in growable_parameters(model).items():
-        k = max(1, round(density_ * p.numel()))
-        idx = uniform_without_replacement(p.numel(), k, generator, torch.device("cpu"))
-        m = torch.zeros(p.numel(), dtype=torch.bool)
-        m[idx] = True
-        out[n] = m.view_as(p).to(p.device)
-    return out
-
-
-SEED_BUILDERS: dict[str, Callable[..., Masks]] = {
-    "phew": lambda model, d, gen, example: __import__("baselines.phew", fromlist=["phew_masks"]).phew_masks(
-        model, d, gen, example
-    ),
-    "random": lambda model, d, gen, example: random_seed_masks(model, d, gen),
-}
-
-
-@torch.no_grad()
-def rescale_fan_in(model: nn.Module, masks: Masks) -> None:
-    """Scale each unit's surviving incoming weights by sqrt(fan_in / active fan_in), so a sparse
-    seed's pre-activations keep the variance of the dense initialisation."""
-    for n, p in growable_parameters(model).items():
-        rows = masks[n].view(p.shape[0], -1)
-        active = rows.sum(dim=1).to(p.dtype)
-        factor = torch.where(active > 0, (rows.shape[1] / active.clamp(min=1)).sqrt(), torch.ones_like(active))
-        p.mul_(factor.view(-1, *([1] * (p.dim() - 1))))
-
-
-# ------------------------------------------------------------------ adaptive timing
-
-class AdaptiveRoundTimer(Callback):
-    """Ends a round when validation accuracy stops improving (evaluated every `eval_every` batches)."""
-
-    def __init__(self, timing):
-        self.timing = timing
-        self.reset()
-
-    def reset(self) -> None:
-        self.best = -1.0
-        self.bad = 0
-        self.batches = 0
-
-    def after_step(self, engine: Engine) -> None:
-        self.batches += 1
-        if self.batches % self.timing.eval_every:
-            return
-        acc = engine.evaluate("val")["accuracy"]
-        engine.model.train()
-        if acc > self.best + self.timing.min_delta:
-            self.best, self.bad = acc, 0
-        else:
-            self.bad += 1
-        if self.bad >= self.timing.patience:
-            engine.stop_requested = True
-
-
-# ------------------------------------------------------------------ the growth run
-
-@register_method("pwmpr", "pwmp", "rg", "gg")
+@register_method("pwmpr", schema=GrowthMethodConfig, family="growth", label="PWMPR", color="tab:red", headline=True, order=0)
+@register_method("pwmp", schema=GrowthMethodConfig, family="growth", label="PWMP (top-k ablation)", short_label="PWMP",
+                 color="tab:orange", order=10)
+@register_method("rg", schema=GrowthMethodConfig, family="growth", label="RG (random growth)", short_label="RG",
+                 color="tab:blue", order=20)
+@register_method("gg", schema=GrowthMethodConfig, family="growth", label="GG (gradient growth)", short_label="GG",
+                 color="tab:green", order=30)
 class GrowthRun(MethodRun):
     def __init__(self, ctx: RunContext):
         super().__init__(ctx)
-        self.score_fn = GROW_SCORES[self.cfg.method.score]
-        stop = self.cfg.growth.stop
-        self.stop_rule = StopRule(tol=stop.tol, confirm=stop.confirm, min_points=stop.min_points)
+        self.score_fn = SCORES.get(self.cfg.method.score)
+        self.stop_rule = STOP_RULES.get(self.cfg.growth.stop.rule)(self.cfg.growth.stop)
         self.timer = AdaptiveRoundTimer(self.cfg.growth.timing) if self.cfg.growth.timing.mode == "adaptive" else None
         self.round = 0
 
     def initial_state(self) -> dict:
         g = self.cfg.growth
-        masks = SEED_BUILDERS[g.seed_builder](self.model, g.seed_density, self.gens["grow"], self.ctx.example_input)
+        masks = build_seed(g.seed_builder, self.model, g.seed_density, self.gens["grow"], self.ctx.example_input)
         if g.seed_rescale == "fan_in":
             rescale_fan_in(self.model, masks)
         self.masks = masks
@@ -244,10 +61,10 @@ class GrowthRun(MethodRun):
         if self.state["phase"] == "growth":
             self.new_optimizer(self.cfg.trainer.round_lr or self.cfg.trainer.lr, resume=True)
             self.engine.set_masks(self.masks, self.optimizer)
-            self.engine.callbacks = [self.timer] if self.timer else []
+            self.engine.use_callbacks([self.timer] if self.timer else [])
         while self.state["phase"] == "growth":
             self.growth_round()
-        self.engine.callbacks = []
+        self.engine.use_callbacks([])
         for r in self.state["extensive_queue"]:
             self.train_snapshot(r)
 
@@ -257,14 +74,14 @@ class GrowthRun(MethodRun):
         cfg, ctx, engine, r = self.cfg, self.ctx, self.engine, self.state["round"]
         self.round = r
         self.ledger.set_phase("growth")
-        engine.context = {"phase": "growth", "round": r}
+        engine.locate(phase="growth", round=r)
         epochs_cap = cfg.growth.timing.max_epochs if self.timer else cfg.growth.timing.epochs
         if self.timer:
             self.timer.reset()
         batches = 0
         train_loss = train_accuracy = float("nan")
         for epoch in range(epochs_cap):
-            engine.context["epoch"] = epoch
+            engine.locate(epoch=epoch)
             result = engine.train_epoch(self.optimizer)
             batches += result.batches
             train_loss, train_accuracy = result.mean_loss, result.train_accuracy
@@ -292,12 +109,12 @@ class GrowthRun(MethodRun):
         self.save_snapshot(r, d)
         history = self.state["rounds"] + [row]
         # The fit is recorded for every round, so a run without the rule can still be audited.
-        decision = self.stop_rule.decide([h["density"] for h in history], [h["proxy_accuracy"] for h in history])
+        decision = self.stop_rule(history)
         row.update(decision.as_record())
-        rule_fired = cfg.growth.stop.rule == "logistic" and decision.stop
+        rule_fired = decision.stop
         if rule_fired and self.state["discovered_round"] is None:
             self.state["discovered_round"] = r
-            self.state["stop_reason"] = f"logistic fit: {decision.reason}"
+            self.state["stop_reason"] = f"{cfg.growth.stop.rule} fit: {decision.reason}"
         n_new = edges_to_grow(self.masks, cfg.growth.growth_ratio, cfg.growth.max_density)
         stop_reason = None
         if rule_fired and not cfg.growth.stop.keep_growing:
@@ -331,7 +148,7 @@ class GrowthRun(MethodRun):
         self.ctx.logger.log_round(row)
 
     def grow(self, n_new: int) -> tuple[int, int]:
-        scores = self.score_fn(self, self.masks)
+        scores = self.score_fn(self.score_inputs())
         new_masks, zero_filled = grow_masks(
             self.masks, scores, n_new, self.cfg.method.selection, self.cfg.growth.temperature, self.gens["grow"]
         )
@@ -339,6 +156,22 @@ class GrowthRun(MethodRun):
         # weights and their state are kept at exactly 0.
         self.set_masks(new_masks)
         return n_new, zero_filled
+
+    def score_inputs(self) -> ScoreInputs:
+        engine = self.engine
+
+        def batch_losses():
+            # Through the training module: with several ranks, the gradient of the global batch.
+            for i, (x, y) in enumerate(engine.batches):
+                loss, _, global_len = engine.batch_loss(engine.forward_module(engine.format_input(x)), y, i)
+                yield loss, global_len
+
+        return ScoreInputs(
+            model=self.model, masks=self.masks, example_input=self.ctx.example_input, batch_losses=batch_losses,
+            initial_weights=lambda: torch.load(self.run_dir / "snapshots" / "init.pt", map_location="cpu", weights_only=True),
+            charge_flops=self.ledger.add_extra_flops, dense_forward_flops=self.ledger.dense_forward_flops,
+            settings=self.cfg.growth,
+        )
 
     def save_snapshot(self, r: int, d: float) -> None:
         path = self.run_dir / "snapshots" / f"round_{r:03d}.pt"
@@ -424,3 +257,11 @@ class GrowthRun(MethodRun):
             "cost": self.summary_cost(disc_point),
             "growth_cost": {k: growth[k] for k in ("cost_epochs", "cost_flops", "steps", "seconds")},
         }
+
+
+def register_growth_method(name: str, *, label: str, short_label: str | None = None, color: str | None = None,
+                           order: int | None = None) -> None:
+    """A growth method: this loop under its own name (its yaml chooses method.score and
+    method.selection), e.g. beside a new score in that score's file."""
+    register_method(name, schema=GrowthMethodConfig, family="growth", label=label, short_label=short_label,
+                    color=color, order=order)(GrowthRun)

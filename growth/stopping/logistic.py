@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
 
 from growth.errors import ConfigError
+from growth.kinds import STOP_RULES
 
 __all__ = ["FitDecision", "StopRule", "logistic"]
 
@@ -202,3 +203,10 @@ def _fit(x: np.ndarray, acc: np.ndarray) -> tuple[np.ndarray, float]:
     if best is None:
         raise last_error if last_error is not None else RuntimeError("no start converged")
     return best, math.sqrt(best_sse / x.size)
+
+
+@STOP_RULES.register("logistic")
+def logistic_rule(settings) -> Callable[[Sequence[dict]], FitDecision]:
+    """The rule of METHOD.md on the rounds so far (growth.stop.tol, confirm, min_points)."""
+    rule = StopRule(tol=settings.tol, confirm=settings.confirm, min_points=settings.min_points)
+    return lambda history: rule.decide([h["density"] for h in history], [h["proxy_accuracy"] for h in history])
