@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from growth.config import MethodConfig
 from growth.fixed import FixedDensityRun
 from growth.methods import register_method
 
 
-@register_method("dense")
+@register_method("dense", schema=MethodConfig, family="dense", label="dense", color="black", order=90)
 class DenseRun(FixedDensityRun):
     def initial_state(self) -> dict:
         self.density_target = 1.0

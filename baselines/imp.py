@@ -10,10 +10,14 @@ instead of continuing. Every level is a point of the curve, with the cumulative 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
 from growth import distributed, records
+from growth.config import MethodConfig
+from growth.config.checks import at_least, fraction, key, one_of
 from growth.masks import Masks, count_total, dense_masks, density, growable_parameters
 from growth.methods import MethodRun, register_method
 from growth.train import Callback
@@ -70,7 +74,21 @@ class RewindCapture(Callback):
             )
 
 
-@register_method("imp_c")
+@dataclass
+class ImpConfig(MethodConfig):
+    prune_fraction: float = key(0.2, fraction())  # of the remaining weights, per level
+    min_density: float = key(0.01, fraction(what="a density"))
+    # Epochs of training after each pruning; null means a quarter of trainer.epochs.
+    level_epochs: Optional[int] = key(None, at_least(1, "null or at least 1 epoch", nullable=True))
+    # global: one magnitude threshold over all layers; layer: prune each layer by the fraction.
+    scope: str = key("global", one_of("global", "layer"))
+    # none: continue from the pruned weights (IMP-C); init: rewind to the initial weights;
+    # epoch: rewind to the weights after `rewind_epoch` epochs of the dense training.
+    rewind: str = key("none", one_of("none", "init", "epoch"))
+    rewind_epoch: int = key(1, at_least(0))
+
+
+@register_method("imp_c", schema=ImpConfig, family="pruning", label="IMP-C", color="tab:purple", order=40)
 class ImpRun(MethodRun):
     def initial_state(self) -> dict:
         self.masks = dense_masks(self.model)

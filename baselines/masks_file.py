@@ -13,11 +13,16 @@ submitted, and loaded with weights_only=True: nothing in it is executed.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 
+from growth.config import MethodConfig
+from growth.config.checks import key, nonempty, one_of
 from growth.errors import ConfigError
+from growth.kinds import DATASETS
 from growth.fixed import FixedDensityRun
 from growth.masks import Masks, check_masks_fit, density
 from growth.methods import register_method
@@ -41,10 +46,6 @@ def read_masks_file(path: str | Path) -> Masks:
     return {name: m.to(torch.bool) for name, m in masks.items()}
 
 
-# Datasets read from class folders: the number of classes (the output layer's rows) is the data's.
-CLASSES_FROM_FOLDERS = ("tinyimagenet", "imagenet")
-
-
 def check_fit(masks: Masks, model, cfg) -> None:
     try:
         check_masks_fit(masks, model, source=f"method.file={cfg.method.file!r}")
@@ -63,7 +64,7 @@ def check_masks_file(cfg) -> Masks:
         with torch.device("meta"):
             model = build_model(cfg.model, *shape)
         checked = dict(masks)
-        if cfg.dataset.name in CLASSES_FROM_FOLDERS:
+        if DATASETS.get(cfg.dataset.name).classes_from_files:
             # A subset's class count is known once its folders are read: the output layer's rows
             # are checked then (the run checks every shape against the model it built).
             params = dict(model.named_parameters())
@@ -77,7 +78,23 @@ def check_masks_file(cfg) -> Masks:
     return masks
 
 
-@register_method("masks")
+@dataclass
+class MasksFileConfig(MethodConfig):
+    # A masks file (growth.masks.save_masks) or a growth run's snapshots/round_NNN.pt: the mask
+    # to train; its density is the run's density.
+    file: Optional[str] = key(None, nonempty("the path of a masks file or of a run's snapshots/round_NNN.pt"))
+    # As for the other fixed-density methods: fan_in rescales the surviving initial weights.
+    rescale: str = key("fan_in", one_of("fan_in", "none"))
+
+
+def masks_problems(cfg) -> list[str]:
+    if cfg.budget.snapshot is not None:
+        return [f"budget.snapshot={cfg.budget.snapshot} does not apply to method=masks: the file gives the density"]
+    return []
+
+
+@register_method("masks", schema=MasksFileConfig, validate=masks_problems, family="fixed_density", label="given masks",
+                 short_label="masks", color="tab:olive", order=70, matched_budget=True)
 class MasksFileRun(FixedDensityRun):
     """Fixed-density training of the mask in `method.file`."""
 

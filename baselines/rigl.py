@@ -9,10 +9,12 @@ sparse backward pass, 2x the forward FLOPs difference per sample) is added to th
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from growth.fixed import FixedDensityRun
+from growth.config.checks import at_least, fraction as a_fraction, in_range, key, one_of
+from growth.fixed import FixedDensityConfig, FixedDensityRun
 from growth.masks import Masks, growable_parameters
 from growth.methods import register_method
 from growth.sampling import uniform_without_replacement
@@ -52,7 +54,50 @@ def random_layer_masks(model, layer_density: dict[str, float], generator: torch.
     return out
 
 
+@dataclass
+class MaskUpdate:
+    """What one mask update decided: the new masks, edges changed per layer in total, its FLOPs."""
+
+    masks: Masks
+    changed: int
+    flops: float
+
+
+@torch.no_grad()
+def rigl_update(model, masks: Masks, fraction: float) -> MaskUpdate:
+    """Per layer, drop the `fraction` of active weights with the smallest magnitude and grow as
+    many absent ones with the largest dense-gradient magnitude. Grown edges' gradients are zeroed,
+    so they start at 0 and stay there on this step. FLOPs are left to the caller (flops=0)."""
+    params = growable_parameters(model)
+    new_masks, changed = {}, 0
+    for name, mask in masks.items():
+        p = params[name]
+        flat_mask = mask.flatten()
+        k = int(fraction * int(flat_mask.sum()))
+        k = min(k, int((~flat_mask).sum()))
+        if k == 0:
+            new_masks[name] = mask
+            continue
+        magnitude = torch.where(flat_mask, p.detach().abs().flatten(), torch.full_like(p.flatten(), math.inf))
+        drop = torch.topk(magnitude, k, largest=False).indices
+        grad = torch.where(~flat_mask, p.grad.abs().flatten(), torch.full_like(p.flatten(), -math.inf))
+        grow = torch.topk(grad, k).indices  # among edges absent before the drop: disjoint sets
+        new = flat_mask.clone()
+        new[drop] = False
+        new[grow] = True
+        # (masked_fill_ rather than a flat view: a channels-last gradient has no flat view in logical order)
+        grown = torch.zeros_like(flat_mask)
+        grown[grow] = True
+        p.grad.masked_fill_(grown.view_as(mask), 0)
+        new_masks[name] = new.view_as(mask)
+        changed += k
+    return MaskUpdate(new_masks, changed, 0.0)
+
+
 class RiglUpdater(Callback):
+    """RigL's schedule: an update every `delta_t` steps until `t_end` of training, its drop
+    fraction decayed by a cosine. The run applies what each update returns."""
+
     def __init__(self, run: "RiglRun", total_steps: int):
         self.run = run
         m = run.cfg.method
@@ -63,47 +108,34 @@ class RiglUpdater(Callback):
         return self.alpha / 2.0 * (1.0 + math.cos(math.pi * step / max(self.end_step, 1)))
 
     def after_backward(self, engine) -> None:
-        state = self.run.state
-        step = state["rigl_step"]
+        step = self.run.state["rigl_step"]
         if step == 0 or step % self.delta_t or step >= self.end_step:
             return
         fraction = self.drop_fraction(step)
-        params = growable_parameters(engine.model)
-        new_masks, changed = {}, 0
-        with torch.no_grad():
-            for name, mask in self.run.masks.items():
-                p = params[name]
-                flat_mask = mask.flatten()
-                k = int(fraction * int(flat_mask.sum()))
-                k = min(k, int((~flat_mask).sum()))
-                if k == 0:
-                    new_masks[name] = mask
-                    continue
-                magnitude = torch.where(flat_mask, p.detach().abs().flatten(), torch.full_like(p.flatten(), math.inf))
-                drop = torch.topk(magnitude, k, largest=False).indices
-                grad = torch.where(~flat_mask, p.grad.abs().flatten(), torch.full_like(p.flatten(), -math.inf))
-                grow = torch.topk(grad, k).indices  # among edges absent before the drop: disjoint sets
-                new = flat_mask.clone()
-                new[drop] = False
-                new[grow] = True
-                # grown edges start at 0 and stay there on this step (masked_fill_ rather than a
-                # flat view: a channels-last gradient has no flat view in logical order)
-                grown = torch.zeros_like(flat_mask)
-                grown[grow] = True
-                p.grad.masked_fill_(grown.view_as(mask), 0)
-                new_masks[name] = new.view_as(mask)
-                changed += k
-        self.run.set_masks(new_masks)
+        update = rigl_update(engine.model, self.run.masks, fraction)
+        # The dense gradient of this step's batch instead of the sparse one: a dense backward pass.
         ledger = self.run.ledger
         sparse_forward = ledger.train_flops_per_sample / 3.0
-        ledger.add_extra_flops(2.0 * (ledger.dense_forward_flops - sparse_forward) * self.run.cfg.trainer.batch_size)
-        state["rigl_updates"].append({"step": step, "drop_fraction": fraction, "changed": changed})
+        update.flops = 2.0 * (ledger.dense_forward_flops - sparse_forward) * self.run.cfg.trainer.batch_size
+        self.run.apply_update(step, fraction, update)
 
     def after_step(self, engine) -> None:
-        self.run.state["rigl_step"] += 1
+        self.run.count_step()
 
 
-@register_method("rigl")
+@dataclass
+class RiglConfig(FixedDensityConfig):
+    # erk: Erdos-Renyi-Kernel layer densities; uniform: every layer at `density`.
+    distribution: str = key("erk", one_of("erk", "uniform"))
+    delta_t: int = key(100, at_least(1, "at least 1 step"))  # optimizer steps between mask updates
+    # At the first update, decayed by a cosine to 0 at t_end.
+    drop_fraction: float = key(0.3, a_fraction(lo_open=False))
+    # Fraction of training after which the mask is frozen.
+    t_end: float = key(0.75, in_range(0, 1, lo_open=True, valid="a fraction of training in (0, 1]"))
+
+
+@register_method("rigl", schema=RiglConfig, family="fixed_density", label="RigL (matched budget)", short_label="RigL",
+                 color="tab:brown", order=50, matched_budget=True)
 class RiglRun(FixedDensityRun):
     def build_masks(self) -> Masks:
         shapes = {n: tuple(p.shape) for n, p in growable_parameters(self.model).items()}
@@ -116,6 +148,14 @@ class RiglRun(FixedDensityRun):
 
     def callbacks(self, epochs: int) -> list:
         return [RiglUpdater(self, epochs * len(self.engine.batches))]
+
+    def apply_update(self, step: int, fraction: float, update: MaskUpdate) -> None:
+        self.set_masks(update.masks)
+        self.ledger.add_extra_flops(update.flops)
+        self.state["rigl_updates"].append({"step": step, "drop_fraction": fraction, "changed": update.changed})
+
+    def count_step(self) -> None:
+        self.state["rigl_step"] += 1
 
     def summary_fields(self) -> dict:
         return {**super().summary_fields(), "rigl_updates": len(self.state["rigl_updates"])}

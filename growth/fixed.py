@@ -17,14 +17,28 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from growth import records
+from growth.config import MethodConfig
+from growth.config.checks import density, key, one_of
 from growth.errors import ConfigError
 from growth.masks import Masks
 from growth.methods import MethodRun
+
+
+@dataclass
+class FixedDensityConfig(MethodConfig):
+    """The schema every fixed-density method starts from."""
+
+    # Fraction of growable edges kept throughout training.
+    density: float = key(0.1, density())
+    # fan_in: scale each unit's surviving incoming weights by sqrt(fan_in / active fan_in), as
+    # for growth seeds, so sparse baselines start with the dense initialisation's scale; none.
+    rescale: str = key("fan_in", one_of("fan_in", "none"))
 
 
 def find_reference(cfg) -> Path:
@@ -94,7 +108,7 @@ class FixedDensityRun(MethodRun):
         return float(rows[snapshot]["density"]) if snapshot < len(rows) else None
 
     def initial_state(self) -> dict:
-        from growth.grow import rescale_fan_in
+        from growth.seeds import rescale_fan_in
 
         self.density_target = self.target_density()
         if self.density_target is None:

@@ -1,117 +1,55 @@
-"""Method registry and the context every method runs in.
+"""Methods: their registration, the context every method runs in, and the base every method shares.
 
-A method is one class in one module, registered by name with :func:`register_method`; it gets a
-:class:`RunContext` (config, run directory, data, device, ledger, random streams, checkpointing)
-and returns the run's summary. The engine never asks which method is running.
+A method is one class in one module (a new file in baselines/ is found by import), registered
+with :func:`register_method` under its name with its schema and what its records say of it; it
+gets a :class:`RunContext` (config, run directory, data, device, ledger, random streams,
+checkpointing) and returns the run's summary. The engine never asks which method is running.
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 
 from growth import distributed, records
-from growth.cost import CostLedger, forward_flops_per_sample
-from growth.data import DatasetSplits, build_dataset
-from growth.masks import growable_weight_names
-from growth.models import build_model
-from growth.train import maybe_compile, prepare_model, resolve_device
+from growth.context import STREAMS, RunContext
+from growth.kinds import METHODS
 
-log = logging.getLogger("growth")
+__all__ = ["FAMILIES", "STREAMS", "MethodRun", "RunContext", "load_methods", "method_record", "register_method"]
 
-METHODS: dict[str, type] = {}
-# Modules that register methods; importing them fills METHODS. Every module of the baselines
-# package is imported too, so a new method is a new file there (and its conf/method/<name>.yaml).
-METHOD_MODULES = ("growth.grow",)
-METHOD_PACKAGE = "baselines"
+FAMILIES = ("growth", "fixed_density", "pruning", "dense")
 
 
-def register_method(*names: str) -> Callable[[type], type]:
-    def decorate(cls: type) -> type:
-        for name in names:
-            if name in METHODS and METHODS[name] is not cls:
-                raise ValueError(f"method {name!r} is registered twice")
-            METHODS[name] = cls
-        return cls
-
-    return decorate
+def register_method(
+    name: str, *, schema: type, family: str, label: str | None = None, short_label: str | None = None,
+    color: str | None = None, headline: bool = False, order: int | None = None, matched_budget: bool = False,
+    validate=None,
+) -> Callable[[type], type]:
+    """Register a method class under `name` with its schema (conf/method/<name>.yaml names
+    `<name>_schema`) and what its records say of it: its family (growth, fixed_density,
+    pruning, dense), display labels, colour, legend order, whether it is the headline method, and
+    whether it takes a matched budget (budget.match). Stack the decorator to register variants."""
+    if family not in FAMILIES:
+        raise ValueError(f"method {name!r}: family {family!r} is not one of {FAMILIES}")
+    return METHODS.register(
+        name, schema=schema, validate=validate, family=family, label=label or name, short_label=short_label or label or name,
+        color=color, headline=headline, order=order, matched_budget=matched_budget,
+    )
 
 
 def load_methods() -> dict[str, type]:
-    import importlib
-    import pkgutil
-
-    package = importlib.import_module(METHOD_PACKAGE)
-    found = [f"{METHOD_PACKAGE}.{m.name}" for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")]
-    for module in (*METHOD_MODULES, *sorted(found)):
-        importlib.import_module(module)
-    return METHODS
+    """Every registered method (importing the modules that register them first): name -> class."""
+    return {e.name: e.obj for e in METHODS.entries()}
 
 
-# Offsets that give each random stream of a run its own seed.
-STREAMS = {"data": 1, "grow": 2, "init": 3}
-
-
-class RunContext:
-    def __init__(self, cfg: DictConfig, run_dir: Path, data: DatasetSplits | None = None):
-        self.cfg = cfg
-        self.run_dir = Path(run_dir)
-        self.shard = distributed.current()  # this process's rank in a data-parallel run
-        self.device = distributed.cuda_device(resolve_device(cfg.trainer.device))
-        if self.device.type == "cpu" and cfg.trainer.cpu_threads > 0:
-            torch.set_num_threads(int(cfg.trainer.cpu_threads))
-        # `data`: already read (growth.run reads it before the run directory is touched).
-        self.data: DatasetSplits = (data if data is not None else build_dataset(cfg.dataset)).to(self.device)
-        self.example_input = self.data.example_input()
-        self._segment_start = time.perf_counter()
-        from growth.loggers import RunLogger, build_logger
-
-        # Rank 0 alone logs a data-parallel run.
-        self.logger = build_logger(cfg, self.run_dir) if self.shard.is_writer else RunLogger()
-
-    def generator(self, stream: str) -> torch.Generator:
-        # Generators live on the CPU: their streams are then identical on every machine.
-        return torch.Generator().manual_seed(int(self.cfg.seed) * 1_000_003 + STREAMS[stream])
-
-    def build_model(self, init_seed: int | None = None) -> torch.nn.Module:
-        torch.manual_seed(int(self.cfg.seed) if init_seed is None else init_seed)
-        model = build_model(self.cfg.model, self.data.input_shape, self.data.num_classes)
-        return prepare_model(model.to(self.device), self.cfg.trainer)  # channels-last before any wrapper
-
-    def training_module(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The module training steps call: `model`, or a wrapper sharing its parameters."""
-        return maybe_compile(distributed.wrap(model, self.device), self.cfg.trainer)  # trainer.compile
-
-    def new_ledger(self, model: torch.nn.Module) -> CostLedger:
-        layer_flops, other = forward_flops_per_sample(model, self.example_input, growable_weight_names(model))
-        return CostLedger(self.data.num_train, self.cfg.trainer.epochs, layer_flops, other)
-
-    def progress(self, message: str) -> None:
-        if self.cfg.output.progress and self.shard.is_writer:
-            # Under Hydra the logging setup shows INFO; elsewhere (a bare SLURM job, a script)
-            # progress goes to stdout.
-            if log.isEnabledFor(logging.INFO) and logging.getLogger().handlers:
-                log.info(message)
-            else:
-                print(message, flush=True)
-
-    def elapsed(self) -> float:
-        """Seconds since the last call (wall time of the current work segment)."""
-        now = time.perf_counter()
-        dt, self._segment_start = now - self._segment_start, now
-        return dt
-
-    def save_checkpoint(self, state: dict) -> None:
-        records.save_checkpoint(self.run_dir, state)
-
-    def load_checkpoint(self) -> dict | None:
-        self.checkpoint_warnings: list[str] = []  # damaged checkpoints skipped: kept in the records
-        return records.load_checkpoint(self.run_dir, problems=self.checkpoint_warnings)
+def method_record(name: str) -> dict:
+    """What a run's records say of its method, from its registry entry (summary.json and curve.csv)."""
+    info = METHODS.entry(name).info
+    return {
+        "family": info["family"], "label": info["label"], "short_label": info["short_label"],
+        "color": info["color"], "headline": info["headline"], "order": info["order"],
+    }
 
 
 # ---------------------------------------------------------------- the base of every method
@@ -179,7 +117,7 @@ class MethodRun:
             self.ledger.load_state_dict(saved["ledger"])
             _set_rng_state(self.gens, saved["rng"])
             self._saved_optimizer = saved["optimizer"]
-            self.engine.step = int(self.state.get("engine_step", 0))
+            self.engine.resume_steps(int(self.state.get("engine_step", 0)))
             self.ctx.progress(f"resuming {self.run_dir}")
         self.state["warnings"] = [*self.state.get("warnings", []), *getattr(self.ctx, "checkpoint_warnings", [])]
         self.engine.set_masks(self.masks)
@@ -237,10 +175,10 @@ class MethodRun:
         self.ledger.set_phase(key)
         self.new_optimizer(cfg.trainer.lr, resume)
         self.engine.set_masks(self.masks, self.optimizer)
-        self.engine.callbacks = list(callbacks)
+        self.engine.use_callbacks(callbacks)
         report_every = max(1, epochs // 10)
         for epoch in range(prog["epoch"], epochs):
-            self.engine.context = {"phase": key, "epoch": epoch}
+            self.engine.locate(phase=key, epoch=epoch)
             set_lr(self.optimizer, lr_at(cfg.trainer, epoch, total_epochs=epochs))
             result = self.engine.train_epoch(self.optimizer)
             prog["epoch"] = epoch + 1
@@ -252,7 +190,7 @@ class MethodRun:
                 self.ctx.progress(f"{label or key} epoch {epoch + 1}/{epochs}  loss {result.mean_loss:.4f}")
             if epoch + 1 < epochs:
                 self.checkpoint()
-        self.engine.callbacks = []
+        self.engine.use_callbacks([])
         val, test = self.engine.evaluate("val"), self.engine.evaluate("test")
         prog["result"] = {"val_accuracy": val["accuracy"], "test_accuracy": test["accuracy"], "test_loss": test["loss"]}
         return prog["result"]
@@ -269,11 +207,17 @@ class MethodRun:
 
     def write_records(self, status: str) -> dict:
         cfg = self.cfg
-        curve = sorted(self.state["curve"], key=lambda c: c["density"])
+        described = method_record(cfg.method.name)
+        # Every curve point says what it is (family, phase, label), so analysis needs no method names.
+        curve = [
+            {**c, "family": described["family"], "phase": str(c.get("point", "")).split(":")[0], "label": described["label"]}
+            for c in sorted(self.state["curve"], key=lambda c: c["density"])
+        ]
         records.atomic_write_csv(self.run_dir / "curve.csv", curve)
         totals = self.ledger.totals()
         summary = {
             **records.run_fields(cfg),
+            **described,
             "status": status,
             "seed_density": None,
             "discovered_density": None,

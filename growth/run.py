@@ -13,10 +13,11 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from growth import distributed, records
-from growth.config import validate
+from growth.config.validation import validate
 from growth.data import build_dataset, check_dataset
 from growth.errors import ConfigError, DivergedError
-from growth.methods import RunContext, load_methods
+from growth.kinds import METHODS
+from growth.methods import RunContext
 from growth.train import resolve_device
 
 log = logging.getLogger("growth")
@@ -41,10 +42,7 @@ def prepare(cfg: DictConfig, before_submission: bool = False) -> tuple[Path, typ
     before_submission (a sweep's or study's check of its jobs): also read the dataset's files
     once, so a corrupt one stops the launch instead of failing every job it submitted."""
     validate(cfg)
-    methods = load_methods()
-    if cfg.method.name not in methods:
-        raise ConfigError(f"method.name={cfg.method.name!r} is unknown: valid are {sorted(methods)}")
-    method_cls = methods[cfg.method.name]
+    method_cls = METHODS.get(cfg.method.name)
     check_dataset(cfg.dataset, read=before_submission)  # before any run directory exists
     run_dir = records.run_dir_for(cfg)
     summary = records.read_summary(run_dir)
