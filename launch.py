@@ -11,7 +11,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from growth.config import register_configs
+from growth.config.store import register_configs
 from growth.errors import ConfigError
 
 register_configs()
@@ -52,10 +52,10 @@ def format_summary(summary: dict) -> str:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> dict:
-    from growth.run import run
-
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+
+    from growth.run import run
 
     try:
         if cfg.study.name is not None:
@@ -68,9 +68,8 @@ def main(cfg: DictConfig) -> dict:
             print(f"dry run: would run {cfg.method.name} in {run_dir_for(cfg)}")
             return {"status": "dry run"}
         summary = run(cfg)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    except ConfigError:
+        raise
     except Exception as exc:
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             raise
@@ -89,17 +88,33 @@ def run_study(cfg: DictConfig) -> list:
     from hydra import compose
     from hydra.core.hydra_config import HydraConfig
 
-    from growth.config import validate
-    from growth.study import Study, study_table
+    from growth.config.validation import validate
+    from growth.study import StudyPlan, execute
 
     validate(cfg)
-    study = Study(cfg, lambda overrides: compose(config_name="config", overrides=overrides), HydraConfig.get().overrides.task)
-    jobs = study.run()
+    plan = StudyPlan(cfg, lambda overrides: compose(config_name="config", overrides=overrides), HydraConfig.get().overrides.task)
+    jobs = execute(plan)
     if cfg.dry_run or (cfg.study.executor == "slurm" and not cfg.study.wait):
         return jobs
-    print(f"study {cfg.study.name}: {len(jobs)} runs, records in {study.dir}")
-    print(study_table(jobs, cfg.study.reference), flush=True)
+    summarise_study(plan)
     return jobs
+
+
+def summarise_study(plan) -> None:
+    """The study's table and its figures, tables and report, from analysis (records only)."""
+    from analysis import write_report
+    from analysis.study_table import study_table
+    from growth.records import atomic_write_text
+
+    table = study_table(plan.jobs, plan.st.reference)
+    atomic_write_text(plan.dir / "table.md", table + "\n")
+    print(f"study {plan.st.name}: {len(plan.jobs)} runs, records in {plan.dir}")
+    print(table, flush=True)
+    try:
+        written = write_report(plan.dir, plan.dir / "analysis")
+        log.info("study %s: analysis written to %s (%d files)", plan.st.name, plan.dir / "analysis", len(written))
+    except Exception as exc:  # the records stand; a plotting problem never fails a study
+        log.warning("study %s: analysis report not written: %s", plan.st.name, exc)
 
 
 def compose_for_hints(overrides: list[str]):
@@ -111,16 +126,44 @@ def compose_for_hints(overrides: list[str]):
         return compose(config_name="config", overrides=overrides)
 
 
-if __name__ == "__main__":
-    try:
-        main()
-    except SystemExit as exc:
-        # Hydra refused the command line (exit 1 after its own message): name the valid keys.
-        if exc.code == 1:
-            from growth.config import override_hints
+def cli(argv: list[str] | None = None) -> int:
+    """Run Hydra's main and turn every user error into one message and exit code 2: errors are
+    raised by the library (and by Hydra, told to raise rather than print a traceback)."""
+    import os
 
-            hints = override_hints(sys.argv[1:], compose_for_hints)
-            if hints:
-                print("error: " + "\n       ".join(hints), file=sys.stderr)
-                sys.exit(2)
-        raise
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from growth.errors import DryRunDone
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    previous = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        sys.argv = [sys.argv[0], *args]
+        main()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except DryRunDone:
+        return 0
+    except (HydraException, OmegaConfBaseException) as exc:
+        # Hydra refused the command line: its message, then the key meant and the valid keys.
+        from growth.config.hints import override_hints
+
+        message = str(exc) + (f"\n{exc.__cause__}" if isinstance(exc.__cause__, OmegaConfBaseException) else "")
+        print(message, file=sys.stderr)
+        hints = override_hints(args, compose_for_hints)
+        if hints:
+            print("error: " + "\n       ".join(hints), file=sys.stderr)
+        return 2
+    finally:
+        if previous is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = previous
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,9 +1,10 @@
 """Hydra callbacks for multirun sweeps: validate every job before anything is launched, print
-the jobs for a dry run, and report how each run ended."""
+the jobs for a dry run, and report how each run ended. Refusals are raised (ConfigError);
+launch.py turns them into a message and an exit code."""
 
 from __future__ import annotations
 
-import sys
+import itertools
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -11,14 +12,23 @@ from omegaconf import DictConfig, OmegaConf
 
 
 def sweep_job_overrides(config: DictConfig) -> list[list[str]]:
-    """The override list of every job of the sweep, expanded as Hydra's basic sweeper does."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    """The override list of every job of the sweep: the cartesian product of the sweep overrides,
+    in the order Hydra's basic sweeper launches them (public override parser API)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parser = OverridesParser.create()
-    parsed = parser.parse_overrides(list(config.hydra.overrides.task))
-    batches = BasicSweeper.split_arguments(parsed, None)
-    return [list(job) for batch in batches for job in batch]
+    from growth.errors import ConfigError
+
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    choices: dict[str, list[str]] = {}  # a key given twice keeps its last value, as in Hydra
+    for override in parsed:
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            if not override.is_discrete_sweep():
+                raise ConfigError(f"{override.input_line}: only lists of values can be swept (a,b,c), not ranges or intervals")
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+    return [list(job) for job in itertools.product(*choices.values())]
 
 
 def compose_job(overrides: list[str]) -> DictConfig:
@@ -29,7 +39,7 @@ def compose_job(overrides: list[str]) -> DictConfig:
 
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from growth.errors import ConfigError
+        from growth.errors import ConfigError, DryRunDone
         from growth.records import run_dir_for
         from growth.run import prepare
 
@@ -44,15 +54,14 @@ class SweepCallback(Callback):
             except ConfigError as exc:
                 problems.append(f"job {' '.join(overrides)}: {exc}")
         if problems:
-            print("error: the sweep was not launched:\n" + "\n".join(problems), file=sys.stderr)
-            sys.exit(2)
+            raise ConfigError("the sweep was not launched:\n" + "\n".join(problems))
         if config.get("dry_run"):
             launcher = OmegaConf.to_container(config.hydra.launcher, resolve=True)
             resources = {k: v for k, v in launcher.items() if k not in ("_target_", "setup") and v not in (None, {}, [])}
             print(f"dry run: {len(planned)} jobs would be launched with {resources}")
             for overrides, run_dir in planned:
                 print(f"  {' '.join(overrides) or '(defaults)'}  ->  {run_dir}")
-            sys.exit(0)
+            raise DryRunDone()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from growth.records import read_summary, run_dir_for

@@ -19,6 +19,9 @@ import submitit
 from omegaconf import DictConfig, OmegaConf
 
 from growth import records
+from growth.config import SlurmConfig
+from growth.kinds import EXECUTORS
+from growth.study.plan import Job, StudyPlan
 
 
 class RunJob(submitit.helpers.Checkpointable):
@@ -61,14 +64,19 @@ def squeue_reason(job_id: str) -> str:
     return out.stdout.strip()
 
 
+@EXECUTORS.register("slurm", schema=SlurmConfig)
 class SlurmStudyExecutor:
-    def __init__(self, study):
-        self.study = study
-        self.st = study.st
-        self.folder = Path(self.st.slurm.folder or Path(study.cfg.output.root) / "slurm")
+    """Executor `slurm`: every run a job, stage 2 held by SLURM until its reference succeeded."""
+
+    runs_in_this_process = False
+
+    def __init__(self, plan: StudyPlan):
+        self.study = plan
+        self.st = plan.st
+        self.folder = Path(self.st.slurm.folder or Path(plan.cfg.output.root) / "slurm")
         self.handles: dict[str, submitit.Job] = {}
 
-    def submit(self, job, dependency_ids: list[str]) -> None:
+    def submit(self, job: Job, dependency_ids: list[str]) -> None:
         cfg = self.study.job_config(job)
         job.run_dir = str(records.run_dir_for(cfg))
         summary = records.read_summary(job.run_dir)
@@ -82,20 +90,11 @@ class SlurmStudyExecutor:
         self.handles[job.label] = handle
 
     def run(self) -> list:
-        from growth.study import finished_rounds, plan_independent, plan_matched, predicted_rounds
-
         study = self.study
-        study.jobs = plan_independent(self.st)
+        study.check(self.runs_in_this_process)
+        study.jobs = study.stage1()
         for seed in self.st.seeds:
-            ref = study.reference_job(seed)
-            if ref is None:
-                continue
-            ref_cfg = study.job_config(ref)
-            ref_dir = records.run_dir_for(ref_cfg)
-            summary = records.read_summary(ref_dir)
-            done = bool(summary) and summary.get("status") == "finished"
-            rounds = finished_rounds(ref_dir) if done else predicted_rounds(ref_cfg)
-            study.jobs.extend(plan_matched(self.st, seed, ref_dir, rounds, [] if done else [ref.label]))
+            study.jobs.extend(study.stage2(seed, predict=True))
         if study.cfg.dry_run:
             return self.print_plan()
         for job in study.jobs:
@@ -149,4 +148,3 @@ class SlurmStudyExecutor:
             if pending:
                 time.sleep(self.st.poll_seconds)
         study.write(time.time() - started)
-        study.report()
