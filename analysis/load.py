@@ -4,11 +4,12 @@ One row per run and density point. ``phase`` says what the point is:
 
 - ``growth round``: a growth round (validation accuracy after rough training, cumulative growth cost);
 - ``extensive``: a snapshot of a growth run after extensive training (test accuracy);
-- ``level``: an IMP-C pruning level; ``train``: the one training of dense, PHEW or RigL;
+- ``level``: a pruning level; ``train``: the one training of a fixed-density or dense run;
 - ``run``: a placeholder for a run without points of its own (diverged, failed, running, not run).
 
 Only finished runs give points (``extensive``, ``level``, ``train`` rows are the curves); every
-other run appears once, as a ``run`` row with its status and error.
+other run appears once, as a ``run`` row with its status and error. Every row carries what its
+run's records say of the method (``family``, ``label``, ...: see :mod:`analysis.methods`).
 """
 
 from __future__ import annotations
@@ -23,14 +24,17 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.methods import CURVE_PHASES, META_COLUMNS, phase_of, record_meta
+
 COLUMNS = [
     "method", "dataset", "model", "seed", "density", "test_accuracy", "val_accuracy", "cost_epochs",
     "cost_flops", "wall_seconds", "phase", "discovered", "status", "run_dir",
     # beyond the core columns: what the figures need without going back to the files
     "variant", "timing", "round", "batches", "stop_reason", "error",
+    # what the records say of the method (written by the method; inferred for older records)
+    *META_COLUMNS,
 ]
-CURVE_PHASES = ("extensive", "level", "train")
-GROWTH_METHODS = ("pwmpr", "pwmp", "rg", "gg")
+__all__ = ["COLUMNS", "CURVE_PHASES", "load_table", "load_wandb_table", "read_config", "flatten", "run_rows", "finish_table"]
 # Settings that differ between runs of one comparison without making them different variants.
 _NOT_VARIANT = re.compile(
     r"^(seed|output\..*|logger\..*|study\..*|trainer\.device|trainer\.cpu_threads|budget\..*|method\.density|dataset\.root|run_dir|"
@@ -106,19 +110,7 @@ def timing_label(config: Mapping[str, Any]) -> str:
     return f"fixed {config.get('growth.timing.epochs')} epochs/round"
 
 
-def _phase_of(point: Mapping[str, Any]) -> str:
-    name = str(point.get("point") or "")
-    if name.startswith("extensive"):
-        return "extensive"
-    if name.startswith("level"):
-        return "level"
-    if name == "train":
-        return "train"
-    if point.get("level") not in (None, ""):
-        return "level"
-    if point.get("round") not in (None, ""):
-        return "extensive"
-    return "train"
+_phase_of = phase_of  # a curve row's phase (see analysis.methods.phase_of)
 
 
 # ---------------------------------------------------------------- one run -> rows
@@ -133,8 +125,9 @@ def run_rows(
 ) -> list[dict]:
     """The table rows of one run, from its records (the same code for local and W&B runs)."""
     status = str(summary.get("status") or "unknown")
+    method = summary.get("method") or config.get("method.name") or config.get("method")
     base = {
-        "method": summary.get("method") or config.get("method.name") or config.get("method"),
+        "method": method,
         "dataset": summary.get("dataset") or config.get("dataset.name") or config.get("dataset"),
         "model": summary.get("model") or config.get("model.name") or config.get("model"),
         "seed": summary.get("seed", config.get("seed")),
@@ -143,6 +136,7 @@ def run_rows(
         "timing": timing_label(config),
         "stop_reason": summary.get("stop_reason") or "",
         "error": summary.get("error") or "",
+        **record_meta(method, summary, rounds, curve),
     }
     if status != "finished":
         return [{**base, "phase": "run", "density": _num(summary.get("density")), "discovered": False}]
@@ -164,7 +158,7 @@ def run_rows(
         row.update({k: _num(v) for k, v in r.items() if k.startswith("layer_density:")})
         rows.append(row)
     for c in curve:
-        phase = _phase_of(c)
+        phase = phase_of(c)
         rows.append(
             {
                 **base,
@@ -280,8 +274,10 @@ def finish_table(rows: list[dict], configs: Mapping[str, Mapping[str, Any]]) -> 
         table[col] = pd.to_numeric(table[col], errors="coerce")
     table["seed"] = pd.to_numeric(table["seed"], errors="coerce").astype("Int64")
     table["discovered"] = table["discovered"].fillna(False).astype(bool)
-    for col in ("variant", "timing", "stop_reason", "error"):
+    for col in ("variant", "timing", "stop_reason", "error", "family", "label", "short_label", "color"):
         table[col] = table[col].fillna("").astype(str)
+    table["order"] = pd.to_numeric(table["order"], errors="coerce").astype("Int64")
+    table["headline"] = table["headline"].astype(object).where(table["headline"].notna(), None)
     table.attrs["configs"] = {k: dict(v) for k, v in configs.items()}
     return table
 
@@ -304,55 +300,3 @@ def variant_labels(rows: Sequence[Mapping[str, Any]], configs: Mapping[str, Mapp
             else:
                 out[d] = ", ".join(f"{k}={configs[d].get(k)}" for k in varying)
     return out
-
-
-# ---------------------------------------------------------------- W&B
-
-
-_WANDB_STATES = {"finished": "finished", "running": "running", "crashed": "failed", "failed": "failed", "killed": "failed"}
-
-
-def _wandb_summary(run) -> dict:
-    summary = getattr(run.summary, "_json_dict", None)
-    return dict(summary) if summary is not None else dict(run.summary)
-
-
-def load_wandb_table(project: str, group: str | None = None, api=None) -> pd.DataFrame:
-    """The same table from the W&B runs of ``entity/project`` (optionally one group), as the
-    ``logger=wandb`` logger writes them: the flat config, the summary (a mirror of
-    summary.json), growth rounds as ``growth/*`` and curve points as ``curve/*`` history rows."""
-    if api is None:
-        import wandb
-
-        api = wandb.Api()
-    filters = {"group": group} if group else {}
-    rows: list[dict] = []
-    configs: dict[str, dict] = {}
-    for run in api.runs(project, filters=filters):
-        config = flatten(dict(run.config))
-        summary = _wandb_summary(run)
-        if not summary.get("status"):
-            summary["status"] = _WANDB_STATES.get(getattr(run, "state", ""), "failed")
-        for key in ("method", "dataset", "model", "seed"):
-            summary.setdefault(key, config.get(key, config.get(f"{key}.name")))
-        rounds, curve = [], []
-        for item in run.scan_history():
-            if item.get("growth/density") is not None:
-                row = {k[len("growth/"):]: v for k, v in item.items() if k.startswith("growth/")}
-                row.update({"layer_density:" + k[len("layer_density/"):]: row.pop(k) for k in list(row) if k.startswith("layer_density/")})
-                rounds.append(row)
-            elif item.get("curve/density") is not None:
-                curve.append({k[len("curve/"):]: v for k, v in item.items() if k.startswith("curve/")})
-        rounds.sort(key=lambda r: _num(r.get("round")))
-        # A resumed run may log a round or point twice: keep the last of each.
-        rounds = list({_num(r.get("round")): r for r in rounds}.values())
-        curve = list({tuple(str(c.get(k)) for k in ("density", "round", "level")): c for c in curve}.values())
-        run_dir = str(config.get("run_dir") or "wandb:" + "/".join(getattr(run, "path", [run.id])))
-        rows.extend(run_rows(summary, rounds, curve, config, run_dir))
-        configs[run_dir] = config
-    if not rows:
-        raise ValueError(f"no W&B runs in {project}" + (f" with group {group!r}" if group else ""))
-    table = finish_table(rows, configs)
-    table.attrs["studies"] = {}
-    table.attrs["wandb"] = {"project": project, "group": group}
-    return table

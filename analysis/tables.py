@@ -3,9 +3,11 @@ density: seeds' mean and standard deviation, as a DataFrame and as Markdown, CSV
 
 A method's value at a target density d is its finished curve point nearest to d in log density,
 taken only when that point lies within a factor ``tolerance`` of d (default 1.12: half of the
-default growth step 1.25, since sqrt(1.25) = 1.118; growth snapshots and IMP-C levels, both
+default growth step 1.25, since sqrt(1.25) = 1.118; growth snapshots and pruning levels, both
 spaced by x1.25, then always have a point within reach, and nothing farther is passed off as d).
 One point per seed; the statistics are over seeds (std with ddof=1, empty for one seed).
+Rows follow the records' method order; the dense family's runs give the reference row, the growth
+family's the discovered rows, and each method is named by its records' label.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.load import GROWTH_METHODS
-from analysis.plots import curve_points, name
+from analysis.aggregation import curve_points
+from analysis.methods import info_of, method_info
 
 DEFAULT_DENSITIES = (0.1, 0.2)
 DEFAULT_TOLERANCE = 1.12
 TABLE_COLUMNS = [
-    "dataset", "model", "method", "variant", "at", "seeds", "density_mean", "density_std",
+    "dataset", "model", "method", "label", "variant", "at", "seeds", "density_mean", "density_std",
     "test_accuracy_mean", "test_accuracy_std", "cost_epochs_mean", "cost_epochs_std",
 ]
 
@@ -34,13 +36,13 @@ def _stats(values: Sequence[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else math.nan
 
 
-def _row(key, at: str, picked: pd.DataFrame) -> dict:
+def _row(key, at: str, picked: pd.DataFrame, label: str) -> dict:
     dataset, model, method, variant = key
     d_mean, d_std = _stats(picked["density"].tolist())
     a_mean, a_std = _stats(picked["test_accuracy"].tolist())
     c_mean, c_std = _stats(picked["cost_epochs"].tolist())
     return {
-        "dataset": dataset, "model": model, "method": method, "variant": variant, "at": at,
+        "dataset": dataset, "model": model, "method": method, "label": label, "variant": variant, "at": at,
         "seeds": int(picked["seed"].nunique()), "density_mean": d_mean, "density_std": d_std,
         "test_accuracy_mean": a_mean, "test_accuracy_std": a_std, "cost_epochs_mean": c_mean, "cost_epochs_std": c_std,
     }
@@ -52,15 +54,16 @@ def density_table(table: pd.DataFrame, densities: Sequence[float] = DEFAULT_DENS
     growth methods' discovered density, and dense at its own density (the reference)."""
     if tolerance < 1:
         raise ValueError(f"tolerance is a density factor >= 1, got {tolerance}")
+    info = method_info(table)
     pts = curve_points(table)
     rows = []
-    order = {m: i for i, m in enumerate([*GROWTH_METHODS, "imp_c", "rigl", "phew", "dense"])}
     groups = pts.groupby(["dataset", "model", "method", "variant"], sort=False)
-    keys = sorted(groups.groups, key=lambda k: (k[0], k[1], order.get(k[2], len(order)), k[2], k[3]))
+    keys = sorted(groups.groups, key=lambda k: (k[0], k[1], info_of(info, k[2]).sort_key(), k[3]))
     for key in keys:
         g = groups.get_group(key)
-        if key[2] == "dense":
-            rows.append(_row(key, "reference (dense)", g))
+        family, label = info_of(info, key[2]).family, info_of(info, key[2]).label
+        if family == "dense":
+            rows.append(_row(key, "reference (dense)", g, label))
             continue
         for target in densities:
             picked = []
@@ -70,10 +73,10 @@ def density_table(table: pd.DataFrame, densities: Sequence[float] = DEFAULT_DENS
                 if dist[best] <= math.log(tolerance) + 1e-12:
                     picked.append(per_seed.loc[best])
             if picked:
-                rows.append(_row(key, f"{100 * target:g}%", pd.DataFrame(picked)))
+                rows.append(_row(key, f"{100 * target:g}%", pd.DataFrame(picked), label))
         disc = g[g["discovered"] & (g["phase"] == "extensive")]
-        if key[2] in GROWTH_METHODS and not disc.empty:
-            rows.append(_row(key, "discovered", disc))
+        if family == "growth" and not disc.empty:
+            rows.append(_row(key, "discovered", disc, label))
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
@@ -92,7 +95,8 @@ def display_rows(dt: pd.DataFrame, latex: bool = False) -> tuple[list[str], list
                                                          "cost (dense runs)"]
     body = []
     for r in dt.itertuples():
-        label = name(r.method) + (f" [{r.variant}]" if r.variant else "")
+        name = r.label if isinstance(r.label, str) and r.label else str(r.method)
+        label = name + (f" [{r.variant}]" if r.variant else "")
         cells = ([f"{r.dataset} / {r.model}"] if multi else []) + [
             label, r.at, str(r.seeds), _pm(r.density_mean, r.density_std, 100, 2, latex),
             _pm(r.test_accuracy_mean, r.test_accuracy_std, 100, 2, latex), _pm(r.cost_epochs_mean, r.cost_epochs_std, 1, 2, latex),
