@@ -27,7 +27,8 @@ from growth.config import TrainerConfig
 from growth.cost import CostLedger, forward_flops_per_sample
 from growth.data import DatasetSplits, ImageArray
 from growth.data.augment import CropFlip
-from growth.grow import edges_to_grow, grow_masks, random_seed_masks
+from growth.seeds import random_seed_masks
+from growth.selection import edges_to_grow, grow_masks
 from growth.masks import apply_masks, growable_weight_names, mask_gradients
 from growth.models import build_model
 from growth.scores import pwmp_scores
@@ -133,12 +134,11 @@ def trainer_recipe(name: str = "cifar_resnet", **overrides) -> DictConfig:
 
 def model_cfg(name: str):
     """The model config of conf/model/<name>.yaml, merged into its schema as Hydra would."""
-    from growth.config import MLPConfig
-    from growth.models import SCHEMAS
+    from growth.kinds import MODELS
 
     node = OmegaConf.load(REPO / "conf" / "model" / f"{name}.yaml")
-    schema = list(node.pop("defaults"))[0]
-    return OmegaConf.merge(OmegaConf.structured(SCHEMAS.get(schema, MLPConfig)), node)
+    node.pop("defaults")
+    return OmegaConf.merge(OmegaConf.structured(MODELS.entry(node.name).schema), node)
 
 
 def build(name: str, input_shape=CIFAR_SHAPE, num_classes: int = 10, device="cpu", seed: int = 0) -> torch.nn.Module:

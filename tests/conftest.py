@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from growth.config import register_configs
+from growth.config.store import register_configs
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"

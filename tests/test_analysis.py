@@ -32,20 +32,51 @@ LAYERS = ("layers.0.weight", "layers.1.weight", "layers.2.weight")
 DENS = [0.01, 0.0125, 0.015625, 0.01953125]
 
 
-def write_run(root: Path, method: str, seed: int, *, status="finished", rounds=(), curve=(), summary=None, overrides=()):
+# What each method's records say of it (summary.json; curve.csv rows carry family, phase, label).
+META = {
+    "pwmpr": {"family": "growth", "label": "PWMPR", "short_label": "PWMPR", "color": "tab:red", "headline": True, "order": 10},
+    "pwmp": {"family": "growth", "label": "PWMP (top-k ablation)", "short_label": "PWMP", "color": "tab:orange", "headline": False,
+             "order": 20},
+    "rg": {"family": "growth", "label": "RG (random growth)", "short_label": "RG", "color": "tab:blue", "headline": False, "order": 30},
+    "gg": {"family": "growth", "label": "GG (gradient growth)", "short_label": "GG", "color": "tab:green", "headline": False, "order": 35},
+    "imp_c": {"family": "pruning", "label": "IMP-C", "short_label": "IMP-C", "color": "tab:purple", "headline": False, "order": 40},
+    "rigl": {"family": "fixed_density", "label": "RigL (matched budget)", "short_label": "RigL", "color": "tab:brown", "headline": False,
+             "order": 50},
+    "phew": {"family": "fixed_density", "label": "PHEW (matched budget)", "short_label": "PHEW", "color": "tab:pink", "headline": False,
+             "order": 60},
+    "dense": {"family": "dense", "label": "dense", "short_label": "dense", "color": "black", "headline": False, "order": 90},
+}
+
+
+def curve_phase(point):
+    name = str(point.get("point", ""))
+    return "extensive" if name.startswith("extensive") else "level" if name.startswith("level") else "train"
+
+
+def write_records(run_dir: Path, summary, curve=(), rounds=(), meta=None):
+    """summary.json, curve.csv (and rounds.csv) of a run; with `meta`, in the format that carries
+    the method's fields (without: as records were written before those fields existed)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if meta is not None:
+        summary = {**summary, **meta}
+        curve = [{**c, "family": meta["family"], "phase": curve_phase(c), "label": meta["label"]} for c in curve]
+    else:  # every old summary had these keys, null for methods that do not grow
+        summary = {"seed_density": None, "discovered_density": None, "test_accuracy": None, **summary}
+    if rounds:
+        records.atomic_write_csv(run_dir / "rounds.csv", list(rounds))
+    records.atomic_write_csv(run_dir / "curve.csv", list(curve))
+    records.atomic_write_json(run_dir / "summary.json", summary)
+    return run_dir
+
+
+def write_run(root: Path, method: str, seed: int, *, status="finished", rounds=(), curve=(), summary=None, overrides=(), legacy=False):
     """A run directory in the framework's own formats (config.yaml from the real config)."""
     cfg = compose_cfg([f"method={method}", f"seed={seed}", "output.progress=false", *overrides], tmp_path=root)
     run_dir = records.run_dir_for(cfg)
     run_dir.mkdir(parents=True)
     records.atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    if rounds:
-        records.atomic_write_csv(run_dir / "rounds.csv", list(rounds))
-    records.atomic_write_csv(run_dir / "curve.csv", list(curve))
-    records.atomic_write_json(
-        run_dir / "summary.json",
-        {"method": method, "dataset": "digits", "model": "mlp", "seed": seed, "status": status, **(summary or {})},
-    )
-    return run_dir
+    return write_records(run_dir, {"method": method, "dataset": "digits", "model": "mlp", "seed": seed, "status": status, **(summary or {})},
+                         curve, rounds, meta=None if legacy else META[method])
 
 
 def growth_rounds(accs, batches=54, stop_at=None, layer_scale=(0.9, 0.6, 5.0)):
@@ -69,30 +100,28 @@ def growth_summary(disc_round, reason="logistic fit: plateau observed"):
             "cost": {"epochs": 1.0 + 0.03 * (disc_round + 1)}}
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
+def write_study(root: Path, legacy: bool = False):
     """A small comparison: dense x2 seeds, PWMPR x2 seeds (+ a diverged third), RG (stopped by a
     cap), IMP-C, PHEW at two densities, and a study.json with a job that never ran."""
-    root = tmp_path_factory.mktemp("results")
     dirs = {}
-    dirs["dense0"] = write_run(root, "dense", 0, curve=[{"point": "train", "density": 1.0, "val_accuracy": 0.95,
-                                                         "test_accuracy": 0.96, "cost_epochs": 1.0}])
-    dirs["dense1"] = write_run(root, "dense", 1, curve=[{"point": "train", "density": 1.0, "val_accuracy": 0.95,
-                                                         "test_accuracy": 0.98, "cost_epochs": 1.0}])
-    dirs["pwmpr0"] = write_run(root, "pwmpr", 0, rounds=growth_rounds([0.5, 0.6, 0.7, 0.72], stop_at=3),
+    dirs["dense0"] = write_run(root, "dense", 0, legacy=legacy, curve=[{"point": "train", "density": 1.0, "val_accuracy": 0.95,
+                                                                        "test_accuracy": 0.96, "cost_epochs": 1.0}])
+    dirs["dense1"] = write_run(root, "dense", 1, legacy=legacy, curve=[{"point": "train", "density": 1.0, "val_accuracy": 0.95,
+                                                                        "test_accuracy": 0.98, "cost_epochs": 1.0}])
+    dirs["pwmpr0"] = write_run(root, "pwmpr", 0, legacy=legacy, rounds=growth_rounds([0.5, 0.6, 0.7, 0.72], stop_at=3),
                                curve=extensive_curve([0.80, 0.85, 0.90, 0.91]), summary=growth_summary(2))
-    dirs["pwmpr1"] = write_run(root, "pwmpr", 1, rounds=growth_rounds([0.52, 0.62, 0.71, 0.73], stop_at=3),
+    dirs["pwmpr1"] = write_run(root, "pwmpr", 1, legacy=legacy, rounds=growth_rounds([0.52, 0.62, 0.71, 0.73], stop_at=3),
                                curve=extensive_curve([0.82, 0.87, 0.92, 0.95]), summary=growth_summary(3))
-    dirs["pwmpr2"] = write_run(root, "pwmpr", 2, status="diverged", rounds=growth_rounds([0.1, 0.1]),
+    dirs["pwmpr2"] = write_run(root, "pwmpr", 2, legacy=legacy, status="diverged", rounds=growth_rounds([0.1, 0.1]),
                                curve=extensive_curve([0.0]), summary={"error": "non-finite loss", "where": {"round": 1}})
-    dirs["rg0"] = write_run(root, "rg", 0, rounds=growth_rounds([0.4, 0.5, 0.55, 0.6], stop_at=3),
+    dirs["rg0"] = write_run(root, "rg", 0, legacy=legacy, rounds=growth_rounds([0.4, 0.5, 0.55, 0.6], stop_at=3),
                             curve=extensive_curve([0.70, 0.75, 0.80, 0.85]),
                             summary=growth_summary(3, "reached growth.max_density=0.02"))
     imp = [{"point": f"level:{i}", "level": i, "density": d, "val_accuracy": 0.9, "test_accuracy": a, "cost_epochs": c}
            for i, (d, a, c) in enumerate([(1.0, 0.97, 1.0), (0.8, 0.96, 1.25), (0.64, 0.95, 1.5)])]
-    dirs["imp0"] = write_run(root, "imp_c", 0, curve=imp)
+    dirs["imp0"] = write_run(root, "imp_c", 0, legacy=legacy, curve=imp)
     for d, acc in ((0.1, 0.93), (0.2, 0.94)):
-        dirs[f"phew{d}"] = write_run(root, "phew", 0, overrides=[f"method.density={d}"],
+        dirs[f"phew{d}"] = write_run(root, "phew", 0, legacy=legacy, overrides=[f"method.density={d}"],
                                      curve=[{"point": "train", "density": d, "val_accuracy": 0.9, "test_accuracy": acc, "cost_epochs": 1.2}])
     study_dir = root / "studies" / "compare-abc"
     jobs = [{"label": f"{k}", "run_dir": str(v), "status": "finished", "stage": 1, "error": None} for k, v in dirs.items()]
@@ -100,6 +129,11 @@ def study(tmp_path_factory):
     records.atomic_write_json(study_dir / "study.json", {"study": {"name": "compare", "seeds": [0, 1]}, "overrides": ["trainer.epochs=6"],
                                                          "seconds": 1.0, "jobs": jobs})
     return types.SimpleNamespace(root=root, dirs=dirs, study_dir=study_dir)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    return write_study(tmp_path_factory.mktemp("results"))
 
 
 @pytest.fixture(scope="module")
@@ -302,6 +336,83 @@ def test_the_command_line_writes_beside_the_input_and_reports_bad_paths(study, c
         cli([])
 
 
+# ------------------------------------------------------------------ methods named only by their records
+
+TOY = {"family": "fixed_density", "label": "Toy sparse", "short_label": "Toy", "color": None, "headline": False, "order": 65}
+TOY_DENS = [0.05, 0.1, 0.2]
+
+
+def write_toy_study(root: Path) -> Path:
+    """By hand, no config: a method analysis has never heard of (toy_sparse: 3 densities x 2
+    seeds) beside a headline growth run and a dense run, all in the current record format."""
+    for seed in (0, 1):
+        for d, acc in zip(TOY_DENS, (0.60, 0.70, 0.80)):
+            write_records(root / f"toy_sparse-{d}-s{seed}", {"method": "toy_sparse", "dataset": "digits", "model": "mlp", "seed": seed,
+                                                              "status": "finished", "density": d},
+                          [{"point": "train", "density": d, "val_accuracy": acc, "test_accuracy": acc + 0.02 * seed,
+                            "cost_epochs": 0.5 + d}], meta=TOY)
+    write_records(root / "pwmpr-s0", {"method": "pwmpr", "dataset": "digits", "model": "mlp", "seed": 0, "status": "finished",
+                                      **growth_summary(2)},
+                  extensive_curve([0.80, 0.85, 0.90, 0.91]), growth_rounds([0.5, 0.6, 0.7, 0.72], stop_at=3), meta=META["pwmpr"])
+    write_records(root / "dense-s0", {"method": "dense", "dataset": "digits", "model": "mlp", "seed": 0, "status": "finished",
+                                      "density": 1.0},
+                  [{"point": "train", "density": 1.0, "val_accuracy": 0.95, "test_accuracy": 0.97, "cost_epochs": 1.0}], meta=META["dense"])
+    return root
+
+
+def test_a_new_method_is_drawn_tabulated_and_reported_from_its_records_alone(tmp_path):
+    root = write_toy_study(tmp_path / "results")
+    t = load_table(root)
+    toy = t[t["method"] == "toy_sparse"]
+    assert len(toy) == 6 and set(toy["phase"]) == {"train"} and set(toy["family"]) == {"fixed_density"}
+    assert set(toy["label"]) == {"Toy sparse"} and set(toy["short_label"]) == {"Toy"}
+    # Fig. 5 (b): beside the headline growth method; not among the growth mechanisms (a)
+    a, b = plot_performance_density(t).axes[:2]
+    drawn = line(b, "toy_sparse|")
+    assert drawn.get_label() == "Toy sparse"
+    assert list(drawn.get_xdata()) == pytest.approx(TOY_DENS) and list(drawn.get_ydata()) == pytest.approx([61.0, 71.0, 81.0])
+    assert {"pwmpr|", "dense"} <= {ln.get_gid() for ln in b.get_lines()} and "toy_sparse|" not in {ln.get_gid() for ln in a.get_lines()}
+    assert "PWMPR" in b.get_title() and "Toy sparse" in [x.get_text() for x in b.get_legend().get_texts()]
+    assert drawn.get_color() != line(b, "pwmpr|").get_color()  # a palette colour of its own
+    (ax,) = plot_cost_density(t).axes
+    cost = line(ax, "toy_sparse|")
+    assert cost.get_label() == "Toy sparse" and list(cost.get_ydata()) == pytest.approx([0.55, 0.6, 0.7])
+    assert "dense|" not in {ln.get_gid() for ln in ax.get_lines()}
+    assert line(plot_accuracy_cost(t).axes[0], "toy_sparse|").get_label() == "Toy sparse"
+    dt = density_table(t, densities=(0.1, 0.2))
+    row = dt[(dt["method"] == "toy_sparse") & (dt["at"] == "10%")].iloc[0]
+    assert row["label"] == "Toy sparse" and row["seeds"] == 2 and row["test_accuracy_mean"] == pytest.approx(0.71)
+    assert "| Toy sparse | 10% | 2 | 10.00 ± 0.00 | 71.00 ± 1.41 |" in to_markdown(dt)
+    assert dt[dt["method"] == "dense"].iloc[0]["at"] == "reference (dense)"
+    assert list(dt["method"].drop_duplicates()) == ["pwmpr", "toy_sparse", "dense"]  # the records' order
+    write_report(t, tmp_path / "report")
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "Toy sparse" in html and "toy_sparse" in html
+
+
+def figure_series(fig):
+    """Per axis, every line drawn: (gid, x, y)."""
+    return [sorted((str(ln.get_gid()), tuple(np.round(np.asarray(ln.get_xdata(), float), 9)),
+                    tuple(np.round(np.asarray(ln.get_ydata(), float), 9))) for ln in ax.get_lines()) for ax in fig.axes]
+
+
+def test_records_without_the_method_fields_still_give_the_same_series(study, table, tmp_path):
+    old = load_table(write_study(tmp_path / "results", legacy=True).study_dir)
+    runs = old[old["phase"] != "run"].drop_duplicates("method").set_index("method")
+    assert runs["family"].to_dict() == {"dense": "dense", "pwmpr": "growth", "rg": "growth", "imp_c": "pruning", "phew": "fixed_density"}
+    assert (runs["label"] == runs.index).all()  # labelled by their names
+    for fn in (plot_cost_density, plot_accuracy_cost, plot_growth_timing, plot_layer_density):
+        assert figure_series(fn(old)) == figure_series(fn(table)), fn.__name__
+    new_a, new_b = figure_series(plot_performance_density(table))[:2]
+    old_a, old_b = figure_series(plot_performance_density(old))[:2]
+    assert old_a == new_a
+    # Old records do not say which growth method is the headline: every growth method is in (b).
+    assert [s for s in old_b if "rg|" not in s[0]] == new_b and {s for s in old_a if "rg|" in s[0]} <= set(old_b)
+    core = [c for c in density_table(table).columns if c != "label"]
+    pd.testing.assert_frame_equal(density_table(old)[core], density_table(table)[core])
+    assert "| pwmpr | discovered |" in to_markdown(density_table(old))
+
+
 # ------------------------------------------------------------------ W&B
 
 
@@ -424,6 +535,26 @@ def test_a_failed_wandb_run_appears_with_its_status_only():
     assert len(t) == 1 and t.iloc[0]["status"] == "failed" and t.iloc[0]["phase"] == "run"
     with pytest.raises(ValueError, match="no W&B runs"):
         load_wandb_table("me/p", api=types.SimpleNamespace(runs=lambda path, filters=None: []))
+
+
+def test_the_wandb_path_carries_the_method_fields_of_the_summary():
+    """The W&B summary mirrors summary.json, so it names the method's family and labels; the
+    curve rows' strings never reach W&B history (only numbers do)."""
+
+    class Run:
+        id, path, state = "t1", ["me", "p", "t1"], "finished"
+        config = {"method": "toy_sparse", "dataset": "digits", "model": "mlp", "seed": 0, "run_dir": "/r/t1"}
+        summary = FakeSummary({"status": "finished", "method": "toy_sparse", "dataset": "digits", "model": "mlp", "seed": 0,
+                               "density": 0.1, **TOY})
+
+        def scan_history(self, keys=None, page_size=1000):
+            return iter([{"_step": i, "curve/density": d, "curve/test_accuracy": 0.7 + d, "curve/cost_epochs": 0.5 + d}
+                         for i, d in enumerate(TOY_DENS)])
+
+    t = load_wandb_table("me/p", api=types.SimpleNamespace(runs=lambda path, filters=None: [Run()]))
+    assert set(t["family"]) == {"fixed_density"} and set(t["label"]) == {"Toy sparse"} and set(t["phase"]) == {"train"}
+    assert set(t["order"]) == {65} and set(t["headline"]) == {False}
+    assert line(plot_performance_density(t).axes[1], "toy_sparse|").get_label() == "Toy sparse"
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from growth.config import validate
+from growth.config.validation import validate
 from growth.errors import ConfigError
 from growth.run import check_writable, prepare
 from tests.conftest import CONF, compose_cfg

@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from growth.config import validate
+from growth.config.validation import validate
 from growth.run import prepare, run
 from tests.conftest import CONF, compose_cfg, shared_data_dir
 

@@ -64,7 +64,7 @@ from tests.test_run import comparable_records, read_csv
 
 def zygote_main() -> None:
     """Import everything once, then fork a run per request (stdin: one JSON command per line)."""
-    from growth.config import register_configs
+    from growth.config.store import register_configs
     from growth.methods import load_methods
 
     import growth.run  # noqa: F401

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from growth.grow import edges_to_grow, grow_masks, rescale_fan_in
+from growth.seeds import rescale_fan_in
+from growth.selection import edges_to_grow, grow_masks
 from growth.masks import count_active, density
 from growth.models.mlp import MLP
 

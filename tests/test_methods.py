@@ -319,27 +319,32 @@ def test_matched_budget_in_flops_converts_the_references_flops_to_epochs(make_cf
     assert budget["given_epochs"] == pytest.approx(growth_flops / per_epoch + 6, rel=0.05)
 
 
-def test_a_new_method_is_one_file_in_the_methods_package(tmp_path, monkeypatch):
-    """load_methods imports every module of the methods package: a method added as one file
-    there is registered without touching the framework."""
+def test_a_new_method_is_one_file_in_a_methods_package(tmp_path, monkeypatch):
+    """The method registry imports every module of the packages it searches (baselines/, and those
+    GROWTH_PLUGINS names): a method added as one file there is registered without touching the
+    framework."""
     import textwrap
 
     from growth import methods
+    from growth.kinds import METHODS
 
     package = tmp_path / "more_methods"
     package.mkdir()
     (package / "__init__.py").write_text("")
     (package / "half_dense.py").write_text(textwrap.dedent('''
         from baselines.dense import DenseRun
+        from growth.config import MethodConfig
         from growth.methods import register_method
 
-        @register_method("half_dense")
+        @register_method("half_dense", schema=MethodConfig, family="dense")
         class HalfDenseRun(DenseRun):
             """Dense training for half the schedule."""
     '''))
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(methods, "METHODS", dict(methods.load_methods()))  # the registry is restored after
-    monkeypatch.setattr(methods, "METHOD_PACKAGE", "more_methods")
-    assert "half_dense" not in methods.METHODS
-    found = methods.load_methods()
-    assert found["half_dense"].__name__ == "HalfDenseRun"
+    assert "half_dense" not in methods.load_methods()
+    monkeypatch.setenv("GROWTH_PLUGINS", "more_methods")
+    try:
+        found = methods.load_methods()
+        assert found["half_dense"].__name__ == "HalfDenseRun"
+    finally:
+        METHODS.remove("half_dense")

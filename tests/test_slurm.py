@@ -167,7 +167,7 @@ def submit_run(cfg, cluster: str, folder: Path, tasks: int = 1):
     """One run as a submitit job (RunJob) on the small node; `tasks` processes."""
     import submitit
 
-    from growth.slurm import RunJob
+    from growth.study.slurm import RunJob
 
     executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster, slurm_max_num_timeout=3)
     executor.update_parameters(timeout_min=20, cpus_per_task=1, mem_gb=1, gpus_per_node=0, tasks_per_node=tasks)

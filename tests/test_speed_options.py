@@ -13,11 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-from growth.config import validate
+from growth.config.validation import validate
 from growth.cost import CostLedger, forward_flops_per_sample
 from growth.data import DatasetSplits, load_digits
 from growth.errors import ConfigError
-from growth.grow import grow_masks
+from growth.selection import grow_masks
 from growth.masks import apply_masks, growable_weight_names, mask_gradients, masked_pairs
 from growth.models.mlp import MLP
 from growth.sampling import sample_without_replacement, topk_indices, uniform_without_replacement
@@ -113,23 +113,25 @@ def test_pwmp_scores_are_float64_and_identical_inside_bf16_autocast():
 
 
 def test_a_bf16_growth_run_scores_outside_autocast_in_float64(make_cfg, monkeypatch):
-    from growth import grow
+    import dataclasses
+
+    from growth.kinds import SCORES
     from growth.run import run
 
-    original = grow.GROW_SCORES["pwmp"]
+    entry = SCORES.entry("pwmp")
     calls = []
 
-    def checked(run_, masks):
-        scores = original(run_, masks)
+    def checked(inputs):
+        scores = entry.obj(inputs)
         assert not torch.is_autocast_enabled("cpu")
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            again = pwmp_scores(run_.model, masks, run_.ctx.example_input)
+            again = pwmp_scores(inputs.model, inputs.masks, inputs.example_input)
         assert all(s.dtype == torch.float64 for s in scores.values())
         assert all(torch.equal(scores[n], again[n]) for n in scores)
         calls.append(len(scores))
         return scores
 
-    monkeypatch.setitem(grow.GROW_SCORES, "pwmp", checked)
+    monkeypatch.setitem(SCORES._entries, "pwmp", dataclasses.replace(entry, obj=checked))
     summary = run(make_cfg("trainer.precision=bf16", "trainer.device=cpu", "growth.max_rounds=3", "extensive.which=none"))
     assert summary["status"] == "finished" and len(calls) == 2
 
@@ -210,9 +212,9 @@ def test_compile_is_off_by_default_and_wraps_only_the_training_forward():
 
 
 def test_compile_problems_are_clear_config_errors(monkeypatch):
-    import growth.train as train
+    import growth.recipe as recipe
 
-    monkeypatch.setattr(train.shutil, "which", lambda name: None)
+    monkeypatch.setattr(recipe.shutil, "which", lambda name: None)
     monkeypatch.delenv("CXX", raising=False)
     problem = compile_problem("cpu")
     assert "C++ compiler" in problem and "trainer.compile=false" in problem
