@@ -134,7 +134,7 @@ def cli(argv: list[str] | None = None) -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from growth.errors import DryRunDone
+    from growth.errors import DryRunDone, LaunchRefused
 
     args = sys.argv[1:] if argv is None else list(argv)
     previous = os.environ.get("HYDRA_FULL_ERROR")
@@ -142,7 +142,7 @@ def cli(argv: list[str] | None = None) -> int:
     try:
         sys.argv = [sys.argv[0], *args]
         main()
-    except ConfigError as exc:
+    except (ConfigError, LaunchRefused) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except DryRunDone:

@@ -13,5 +13,13 @@ class DivergedError(RuntimeError):
         self.where = dict(where or {})
 
 
-class DryRunDone(Exception):
+# Hydra's callback runner turns an Exception raised in a callback into a warning and carries on,
+# so what must stop a sweep before it launches derives from BaseException (as SystemExit does).
+
+
+class LaunchRefused(BaseException):
+    """A sweep was refused before anything was launched (launch.py prints it and exits 2)."""
+
+
+class DryRunDone(BaseException):
     """A dry run has printed what it would do; nothing is to run (launch.py exits 0)."""

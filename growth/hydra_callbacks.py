@@ -1,6 +1,7 @@
 """Hydra callbacks for multirun sweeps: validate every job before anything is launched, print
-the jobs for a dry run, and report how each run ended. Refusals are raised (ConfigError);
-launch.py turns them into a message and an exit code."""
+the jobs for a dry run, and report how each run ended. Refusals are raised (LaunchRefused);
+launch.py turns them into a message and an exit code (growth.errors says why they are
+BaseExceptions)."""
 
 from __future__ import annotations
 
@@ -39,11 +40,14 @@ def compose_job(overrides: list[str]) -> DictConfig:
 
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from growth.errors import ConfigError, DryRunDone
+        from growth.errors import ConfigError, DryRunDone, LaunchRefused
         from growth.records import run_dir_for
         from growth.run import prepare
 
-        jobs = sweep_job_overrides(config)
+        try:
+            jobs = sweep_job_overrides(config)
+        except ConfigError as exc:
+            raise LaunchRefused(f"the sweep was not launched: {exc}") from None
         problems = []
         planned = []
         for overrides in jobs:
@@ -54,7 +58,7 @@ class SweepCallback(Callback):
             except ConfigError as exc:
                 problems.append(f"job {' '.join(overrides)}: {exc}")
         if problems:
-            raise ConfigError("the sweep was not launched:\n" + "\n".join(problems))
+            raise LaunchRefused("the sweep was not launched:\n" + "\n".join(problems))
         if config.get("dry_run"):
             launcher = OmegaConf.to_container(config.hydra.launcher, resolve=True)
             resources = {k: v for k, v in launcher.items() if k not in ("_target_", "setup") and v not in (None, {}, [])}

@@ -218,6 +218,8 @@ class MethodRun:
         summary = {
             **records.run_fields(cfg),
             **described,
+            # The phase the run was in when this was written (growth, extensive, level, train).
+            "phase": self.ledger.phase.split(":")[0],
             "status": status,
             "seed_density": None,
             "discovered_density": None,
