@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
 
+from growth.config.schema import StopConfig
 from growth.errors import ConfigError
 from growth.kinds import STOP_RULES
 
@@ -205,7 +206,7 @@ def _fit(x: np.ndarray, acc: np.ndarray) -> tuple[np.ndarray, float]:
     return best, math.sqrt(best_sse / x.size)
 
 
-@STOP_RULES.register("logistic")
+@STOP_RULES.register("logistic", schema=StopConfig)
 def logistic_rule(settings) -> Callable[[Sequence[dict]], FitDecision]:
     """The rule of METHOD.md on the rounds so far (growth.stop.tol, confirm, min_points)."""
     rule = StopRule(tol=settings.tol, confirm=settings.confirm, min_points=settings.min_points)

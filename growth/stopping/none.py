@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from growth.config.schema import StopConfig
 from growth.kinds import STOP_RULES
 from growth.stopping.logistic import FitDecision, logistic_rule
 
@@ -20,7 +21,7 @@ class NeverStop:
         return self.fit.as_record()
 
 
-@STOP_RULES.register("none")
+@STOP_RULES.register("none", schema=StopConfig)
 def no_rule(settings) -> Callable[[Sequence[dict]], NeverStop]:
     fit = logistic_rule(settings)
     return lambda history: NeverStop(fit(history))
