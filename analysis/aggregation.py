@@ -96,7 +96,8 @@ def discovered_points(sel: pd.DataFrame) -> pd.DataFrame:
                 "density_min": g["density"].min(), "density_max": g["density"].max(),
                 "test_accuracy": g["test_accuracy"].mean(), "cost_epochs": g["cost_epochs"].mean(),
                 "cost_epochs_min": g["cost_epochs"].min(), "cost_epochs_max": g["cost_epochs"].max(), "n": len(g),
-                "by_rule": bool(g["stop_reason"].str.startswith("logistic").all()),
+                # the rule fired ("<rule> fit: ..."), rather than a cap being reached
+                "by_rule": bool((~g["stop_reason"].str.startswith("reached ")).all()),
             }
         )
     return pd.DataFrame(rows, columns=["method", "variant", "density", "density_min", "density_max", "test_accuracy",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import plots, tables
+from analysis import discovery, figures_discovery, plots, tables
 from analysis.load import flatten, load_table, read_config
 
 
@@ -132,6 +132,9 @@ def write_report(
                 f"<figcaption>{html.escape(plots.CAPTIONS[key])}</figcaption></figure>"
             )
 
+    files, discovery_html = _discovery(table, out)
+    written += files
+
     source = table.attrs.get("wandb") or sorted({str(Path(p).parent) for p in table["run_dir"].dropna().unique()})
     n_runs = table["run_dir"].nunique()
     body = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
@@ -143,13 +146,36 @@ cost is in units of one dense training run; density is the fraction of growable 
 <h2>Runs</h2>{_status_section(table)}
 <h2>Accuracy and cost at chosen densities</h2><p>{html.escape(caption)}</p>{_html_table(_display(dt))}
 <h2>Figures</h2>{''.join(figure_html) or '<p>No finished runs to draw.</p>'}
-<h2>Configuration</h2>{_config_section(table)}
+{discovery_html}<h2>Configuration</h2>{_config_section(table)}
 </body></html>
 """
     path = out / "report.html"
     path.write_text(body, encoding="utf-8")
     written.append(path)
     return written
+
+
+def _discovery(table: pd.DataFrame, out: Path) -> tuple[list[Path], str]:
+    """discovery.md, discovery.csv and one discovery_<run>.png per growth run with its full curve
+    (nothing when no run has one); the report's section on them."""
+    per_run = discovery.discovery_table(table)
+    if per_run.empty:
+        return [], ""
+    agg = discovery.aggregate_discovery(per_run)
+    written = []
+    path = out / "discovery.md"
+    path.write_text(tables.discovery_markdown(per_run, agg), encoding="utf-8")
+    written.append(path)
+    path = out / "discovery.csv"
+    per_run.to_csv(path, index=False)
+    written.append(path)
+    figures = figures_discovery.save_discovery_figures(per_run["run_dir"], out)
+    written += figures
+    shown = [pd.DataFrame(body, columns=header) for header, body in (tables.discovery_rows(agg), tables.discovery_run_rows(per_run))]
+    section = (f"<h2>Discovered against oracle density</h2><p>{html.escape(tables.DISCOVERY_NOTE)}</p>"
+               f"<h3>Over seeds</h3>{_html_table(shown[0])}<h3>Each run</h3>{_html_table(shown[1])}"
+               f"<p>Per-run figures beside this report: {html.escape(', '.join(f.name for f in figures))}.</p>")
+    return written, section
 
 
 def _display(dt: pd.DataFrame) -> pd.DataFrame:

@@ -135,3 +135,70 @@ def to_latex(dt: pd.DataFrame, caption: str = "") -> str:
         lines.append("\\caption{" + _latex_escape(caption) + "}")
     lines.append("\\end{table}")
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- discovered against oracle density
+
+
+def _fmt(value, fmt: str, scale: float = 1.0) -> str:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "-"
+    return format(scale * v, fmt) if math.isfinite(v) else "-"
+
+
+def discovery_rows(agg: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """The seeds' aggregate of :func:`analysis.discovery.aggregate_discovery` as display cells."""
+    multi = agg[["dataset", "model"]].drop_duplicates().shape[0] > 1
+    header = (["dataset / model"] if multi else []) + [
+        "method", "seeds", "discovered density (%)", "oracle density (%)", "error (growth steps)",
+        "val. shortfall (points)", "test shortfall (points)", "discovered max/min"]
+    body = []
+    for r in agg.itertuples():
+        name = (r.label if isinstance(r.label, str) and r.label else str(r.method)) + (f" [{r.variant}]" if r.variant else "")
+        span = lambda m, lo, hi, fmt, s=1.0: _fmt(m, fmt, s) + ("" if r.seeds < 2 else f" [{_fmt(lo, fmt, s)}, {_fmt(hi, fmt, s)}]")
+        body.append(([f"{r.dataset} / {r.model}"] if multi else []) + [
+            name, str(r.seeds),
+            span(r.discovered_density_mean, r.discovered_density_min, r.discovered_density_max, ".2f", 100),
+            span(r.oracle_density_mean, r.oracle_density_min, r.oracle_density_max, ".2f", 100),
+            span(r.error_steps_mean, r.error_steps_min, r.error_steps_max, "+.2f"),
+            span(r.val_shortfall_mean, r.val_shortfall_min, r.val_shortfall_max, ".2f", 100),
+            _fmt(r.test_shortfall_mean, ".2f", 100), _fmt(r.discovered_max_over_min, ".3f"),
+        ])
+    return header, body
+
+
+def discovery_run_rows(per_run: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Each run of :func:`analysis.discovery.discovery_table` as display cells."""
+    header = ["run", "method", "seed", "tol", "discovered (%)", "oracle (%)", "error (steps)", "plateau val. (%)",
+              "val. shortfall (points)", "test at discovered (%)", "test at oracle (%)", "stop reason"]
+    body = []
+    for r in per_run.itertuples():
+        name = (r.label if isinstance(r.label, str) and r.label else str(r.method)) + (f" [{r.variant}]" if r.variant else "")
+        body.append([str(r.run), name, "-" if pd.isna(r.seed) else str(int(r.seed)), _fmt(r.tol, "g"),
+                     _fmt(r.discovered_density, ".2f", 100), _fmt(r.oracle_density, ".2f", 100), _fmt(r.error_steps, "+.2f"),
+                     _fmt(r.plateau_val_accuracy, ".2f", 100), _fmt(r.val_shortfall, ".2f", 100),
+                     _fmt(r.discovered_test_accuracy, ".2f", 100), _fmt(r.oracle_test_accuracy, ".2f", 100), str(r.stop_reason)])
+    return header, body
+
+
+def _markdown(header: list[str], body: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body]
+
+
+DISCOVERY_NOTE = (
+    "Oracle density: the smallest snapshot density whose full-training validation accuracy, fitted non-decreasing "
+    "in density (isotonic), is within tol (the run's growth.stop.tol) of the fitted curve's maximum (the plateau). "
+    "Error: log(discovered / oracle) / log(growth ratio), in growth steps (negative: stopped too early). Shortfall: "
+    "plateau minus the fitted accuracy at the discovered density. Test accuracy is shown beside, never used to decide. "
+    "Seeds: mean (densities: geometric) [min, max]; max/min: the largest over the smallest discovered density."
+)
+
+
+def discovery_markdown(per_run: pd.DataFrame, agg: pd.DataFrame) -> str:
+    lines = ["# Discovered against oracle density", "", DISCOVERY_NOTE, "", "## Over seeds", ""]
+    lines += _markdown(*discovery_rows(agg))
+    lines += ["", "## Each run", ""] + _markdown(*discovery_run_rows(per_run))
+    return "\n".join(lines) + "\n"
