@@ -306,7 +306,7 @@ def kill_and_resume(zygote, ref, root: Path, seed: int, kind: str, attempt: int 
 
     mid-round / mid-epoch: a uniform moment inside a growth-round epoch / an extensive-training
     epoch drawn from the reference run (anchored at that epoch's start, so machine load does not
-    move the target); mid-checkpoint-write: the records.py hook kills the process halfway through
+    move the target); mid-checkpoint-write: the fault hook (growth/records/faults.py) kills the process halfway through
     writing a drawn checkpoint; anywhere: a uniform time within the measured run length.
     """
     rng = random.Random(seed * 1000 + attempt)

@@ -43,7 +43,7 @@ FAST_SHAPES = {"resnet18": (3, 32, 32), "resnet50": (3, 64, 64)}
 VIT_SCORE_SIGN = pytest.mark.xfail(
     strict=True,
     reason="softmax attention, kept in the scoring pass, has a derivative of either sign: the ViT's scores "
-    "are finite but partly negative, which growth.grow counts as score 0 when sampling",
+    "are finite but partly negative, which growth.selection counts as score 0 when sampling",
 )
 
 
