@@ -45,8 +45,11 @@ def flat_config(cfg) -> dict[str, Any]:
     container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     container.pop("defaults", None)
     flat = flatten(container, ".")
+    from growth.kinds import METHODS
+
     m = cfg.method
-    density = m.density if "density" in m else (1.0 if m.name == "dense" else None)
+    family = METHODS.entry(m.name).info.get("family") if m.name in METHODS else None
+    density = m.density if "density" in m else (1.0 if family == "dense" else None)
     flat.update(method=m.name, dataset=cfg.dataset.name, model=cfg.model.name, seed=int(cfg.seed), density=density)
     return flat
 
