@@ -16,6 +16,7 @@ from growth.errors import ConfigError
 
 register_configs()
 log = logging.getLogger("growth")
+REFUSED: list[ConfigError] = []
 
 
 def format_summary(summary: dict) -> str:
@@ -68,8 +69,11 @@ def main(cfg: DictConfig) -> dict:
             print(f"dry run: would run {cfg.method.name} in {run_dir_for(cfg)}")
             return {"status": "dry run"}
         summary = run(cfg)
-    except ConfigError:
-        raise
+    except ConfigError as exc:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        REFUSED.append(exc)  # said by cli() once Hydra has returned (raising it here, Hydra logs it first)
+        return {"status": "refused"}
     except Exception as exc:
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             raise
@@ -142,6 +146,8 @@ def cli(argv: list[str] | None = None) -> int:
     try:
         sys.argv = [sys.argv[0], *args]
         main()
+        if REFUSED:
+            raise REFUSED.pop()
     except (ConfigError, LaunchRefused) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -114,7 +114,8 @@ class GrowthRun(MethodRun):
         rule_fired = decision.stop
         if rule_fired and self.state["discovered_round"] is None:
             self.state["discovered_round"] = r
-            self.state["stop_reason"] = f"{cfg.growth.stop.rule} fit: {decision.reason}"
+            # "<rule> fit: ..." (the logistic rule's decisions) or "<rule> <kind>: ..." (a rule's own word)
+            self.state["stop_reason"] = f"{cfg.growth.stop.rule} {getattr(decision, 'kind', 'fit')}: {decision.reason}"
         n_new = edges_to_grow(self.masks, cfg.growth.growth_ratio, cfg.growth.max_density)
         stop_reason = None
         if rule_fired and not cfg.growth.stop.keep_growing:

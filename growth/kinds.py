@@ -6,7 +6,7 @@ registry from here and registers itself; validation and Hydra's store read all o
 | method | ``method.name`` | method | ``growth.grow``, ``growth.fixed``, every module of ``baselines`` |
 | score | ``method.score`` (growth methods) | - | ``growth.scores`` |
 | seed_builder | ``growth.seed_builder`` | - | ``growth.seeds`` |
-| stop_rule | ``growth.stop.rule`` | - | ``growth.stopping`` |
+| stop_rule | ``growth.stop.rule`` | growth/stop | ``growth.stopping`` |
 | dataset | ``dataset.name`` | dataset | ``growth.data.sets`` |
 | model | ``model.name`` | model | ``growth.models`` |
 | logger | ``logger.name`` | logger | ``growth.loggers`` |
@@ -25,7 +25,7 @@ from growth.registry import Registry
 METHODS = Registry("method", "method.name", group="method", packages=["growth.grow", "baselines"])
 SCORES = Registry("score", "method.score", packages=["growth.scores"])
 SEED_BUILDERS = Registry("seed_builder", "growth.seed_builder", packages=["growth.seeds"])
-STOP_RULES = Registry("stop_rule", "growth.stop.rule", packages=["growth.stopping"])
+STOP_RULES = Registry("stop_rule", "growth.stop.rule", group="growth/stop", packages=["growth.stopping"])
 DATASETS = Registry("dataset", "dataset.name", group="dataset", packages=["growth.data.sets"])
 MODELS = Registry("model", "model.name", group="model", packages=["growth.models"])
 LOGGERS = Registry("logger", "logger.name", group="logger", packages=["growth.loggers"])

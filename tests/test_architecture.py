@@ -382,7 +382,10 @@ def test_every_registered_entry_of_a_group_has_its_schema_in_the_store():
             continue
         for entry in registry.entries():
             assert entry.schema is not None, (registry.kind, entry.name)
-            assert f"{entry.name}_schema.yaml" in repo[registry.group], (registry.kind, entry.name)
+            node = repo
+            for part in registry.group.split("/"):
+                node = node[part]
+            assert f"{entry.name}_schema.yaml" in node, (registry.kind, entry.name)
 
 
 def test_choices_come_from_the_registries(tmp_path):

@@ -161,3 +161,74 @@ def test_invalid_input_and_parameters_raise():
     for bad in ({"tol": 0.0}, {"tol": float("nan")}, {"confirm": -1}, {"min_points": 3}, {"confirm": 1.5}):
         with pytest.raises(ConfigError):
             StopRule(**bad)
+
+
+# ------------------------------------------------------------------ rule recent_plateau (a plugin)
+
+
+def _history(densities, accuracies):
+    return [{"round": i, "density": d, "proxy_accuracy": a} for i, (d, a) in enumerate(zip(densities, accuracies))]
+
+
+def test_recent_plateau_stops_only_on_a_flat_stretch_of_the_latest_rounds():
+    from omegaconf import OmegaConf
+
+    from growth.kinds import STOP_RULES
+    from growth.stopping.recent_plateau import RecentPlateauConfig
+
+    decide = STOP_RULES.get("recent_plateau")(OmegaConf.structured(RecentPlateauConfig(tol=0.01, width_decades=0.2)))
+    d = [0.01 * 1.25**i for i in range(8)]  # 0.097 decades a step: 0.2 decades is the last 4 rounds
+    flat = decide(_history(d, [0.5, 0.7, 0.8, 0.9, 0.950, 0.955, 0.952, 0.958]))
+    assert flat.stop and flat.points == 4 and flat.spread == pytest.approx(0.008)
+    assert flat.as_record() == {"plateau_points": 4, "plateau_span": pytest.approx(3 * 0.09691, abs=1e-4), "plateau_spread": pytest.approx(0.008)}
+    rising = decide(_history(d, [0.5, 0.7, 0.8, 0.9, 0.93, 0.94, 0.95, 0.96]))
+    assert not rising.stop and "> tol" in rising.reason
+    # two flat rounds are not enough: the window must cover 0.2 decades
+    assert not decide(_history(d[:3], [0.95, 0.951, 0.95])).stop
+    # a flat stretch below an earlier best (a dip) does not count as the plateau
+    assert not decide(_history(d, [0.5, 0.7, 0.99, 0.9, 0.950, 0.955, 0.952, 0.958])).stop
+
+
+def test_a_rule_with_settings_of_its_own_is_chosen_by_its_group(tmp_path):
+    from growth.config.validation import validate
+    from growth.errors import ConfigError
+    from growth.stopping.recent_plateau import RecentPlateauConfig
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg(["growth/stop=recent_plateau", "growth.stop.width_decades=0.3"], tmp_path)
+    assert isinstance(OmegaConf_type(cfg.growth.stop), type) and OmegaConf_type(cfg.growth.stop) is RecentPlateauConfig
+    assert cfg.growth.stop.tol == 0.01 and cfg.growth.stop.width_decades == 0.3  # the embedded default's tol stays
+    validate(cfg)
+    with pytest.raises(ConfigError, match=r"growth.stop.rule='recent_plateau' needs its own settings \(RecentPlateauConfig\): "
+                                          r"choose it with growth/stop=recent_plateau"):
+        validate(compose_cfg(["growth.stop.rule=recent_plateau"], tmp_path))
+    with pytest.raises(ConfigError, match=r"growth.stop.width_decades=0.0 is invalid: decades of density above 0"):
+        validate(compose_cfg(["growth/stop=recent_plateau", "growth.stop.width_decades=0"], tmp_path))
+
+
+def OmegaConf_type(node):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.get_type(node)
+
+
+def test_a_run_stopped_by_recent_plateau_is_replayed_to_the_same_round(tmp_path):
+    import subprocess
+    import sys
+
+    from growth.run import run
+    from tests.conftest import FAST, REPO, compose_cfg
+
+    fast = [o for o in FAST if o != "growth.stop.rule=none"]
+    summary = run(compose_cfg([*fast, "growth/stop=recent_plateau", "model.hidden=[100,100]", "growth.timing.epochs=2",
+                               "growth.max_rounds=20", "trainer.epochs=2"], tmp_path))
+    assert summary["stop_reason"].startswith("recent_plateau test: the last ")
+    out = subprocess.run([sys.executable, "-m", "analysis.replay", summary["run_dir"], "--csv", str(tmp_path / "r.csv")],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    import csv
+
+    row = next(csv.DictReader(open(tmp_path / "r.csv")))
+    assert row["rule"] == "recent_plateau" and row["fired"] == "True"
+    assert int(row["discovered_round"]) == summary["discovered_round"]
+    assert summary["stop_reason"] == f"recent_plateau test: {row['reason']}"

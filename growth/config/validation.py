@@ -50,6 +50,30 @@ def field_problems(node: DictConfig, path: str = "") -> list[str]:
     return problems
 
 
+def schema_problems(cfg: DictConfig) -> list[str]:
+    """An entry chosen by setting its name alone (`growth.stop.rule=x`, `method.name=x`) keeps the
+    settings of the option its group chose, which may not be the entry's: say how to choose it."""
+    problems = []
+    for entry in selected_entries(cfg):
+        registry = _registry(entry.kind)
+        if registry.group is None or entry.schema is None:
+            continue
+        section = OmegaConf.select(cfg, registry.key.rpartition(".")[0])
+        kind = OmegaConf.get_type(section) if isinstance(section, DictConfig) else None
+        if isinstance(kind, type) and not issubclass(kind, entry.schema):
+            problems.append(
+                f"{registry.key}={entry.name!r} needs its own settings ({entry.schema.__name__}): choose it with "
+                f"{registry.group}={entry.name}, not by setting {registry.key} alone"
+            )
+    return problems
+
+
+def _registry(kind: str):
+    from growth.registry import REGISTRIES
+
+    return REGISTRIES[kind]
+
+
 def selected_entries(cfg: DictConfig) -> list:
     """The registry entries this config selects (method, score, seed builder, rule, dataset, ...)."""
     from growth import kinds  # noqa: F401  (creates the registries)
@@ -184,7 +208,7 @@ def study_problems(cfg: DictConfig) -> list[str]:
 
 
 # Rules that relate one section to another (the rest lives in the schemas and the entries).
-CROSS_SECTION_RULES = (growth_problems, budget_problems, trainer_problems, study_problems, model_fit_problems, output_problems)
+CROSS_SECTION_RULES = (schema_problems, growth_problems, budget_problems, trainer_problems, study_problems, model_fit_problems, output_problems)
 
 
 def validate(cfg: DictConfig) -> None:
