@@ -232,3 +232,70 @@ def test_a_run_stopped_by_recent_plateau_is_replayed_to_the_same_round(tmp_path)
     assert row["rule"] == "recent_plateau" and row["fired"] == "True"
     assert int(row["discovered_round"]) == summary["discovered_round"]
     assert summary["stop_reason"] == f"recent_plateau test: {row['reason']}"
+
+
+# ------------------------------------------------------------------ rules noise_tol, slope, extrapolate
+
+
+def _settings(schema, **kw):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.structured(schema(**kw))
+
+
+def test_every_registered_rule_is_a_growth_stop_option_with_its_schema(tmp_path):
+    from growth.config.validation import validate
+    from growth.kinds import STOP_RULES
+    from tests.conftest import compose_cfg
+
+    for entry in STOP_RULES.entries():
+        cfg = compose_cfg([f"growth/stop={entry.name}"], tmp_path)
+        assert cfg.growth.stop.rule == entry.name and isinstance(cfg.growth.stop, object)
+        assert issubclass(OmegaConf_type(cfg.growth.stop), entry.schema), entry.name
+        validate(cfg)
+
+
+def test_noise_tol_is_the_logistic_rule_until_the_residual_exceeds_tol():
+    from growth.config.schema import StopConfig
+    from growth.kinds import STOP_RULES
+    from growth.stopping.noise_tol import NoiseTolConfig
+
+    d = [0.01 * 1.25**i for i in range(10)]
+    x = np.log10(d)
+    smooth = logistic(x, 0.2, 0.95, 6.0, float(x[3])).tolist()
+    plain = STOP_RULES.get("logistic")(_settings(StopConfig, tol=0.01))(_history(d, smooth))
+    same = STOP_RULES.get("noise_tol")(_settings(NoiseTolConfig, tol=0.01, noise_factor=2.0))(_history(d, smooth))
+    assert same == plain  # residual ~0: nothing changes
+    noisy = [a + (0.02 if i % 2 else -0.02) for i, a in enumerate(smooth)]
+    raised = STOP_RULES.get("noise_tol")(_settings(NoiseTolConfig, tol=0.01, noise_factor=2.0))(_history(d, noisy))
+    assert "tol raised to" in raised.reason and raised.residual > 0.005
+
+
+def test_slope_reads_the_gain_per_decade_of_the_latest_rounds():
+    from growth.kinds import STOP_RULES
+    from growth.stopping.slope import SlopeConfig
+
+    decide = STOP_RULES.get("slope")(_settings(SlopeConfig, width_decades=0.3, max_gain_per_decade=0.02))
+    d = [0.01 * 1.25**i for i in range(9)]
+    x = np.log10(d)
+    rising = decide(_history(d, (0.5 + 0.1 * (x - x[0])).tolist()))
+    assert not rising.stop and rising.slope == pytest.approx(0.1) and rising.points == 5  # 0.3 decades: 4 steps back
+    flat = decide(_history(d, (0.9 + 0.01 * (x - x[0])).tolist()))
+    assert flat.stop and flat.as_record()["slope_per_decade"] == pytest.approx(0.01)
+
+
+def test_extrapolate_stops_at_the_density_the_fit_predicts():
+    import math
+
+    from growth.config.schema import StopConfig
+    from growth.kinds import STOP_RULES
+
+    decide = STOP_RULES.get("extrapolate")(_settings(StopConfig, tol=0.01))
+    d = [0.01 * 1.25**i for i in range(14)]
+    x = np.log10(d)
+    a, b, k, x0 = 0.2, 0.95, 6.0, float(x[4])
+    acc = logistic(x, a, b, k, x0).tolist()
+    target = 10 ** (x0 + math.log((b - a) / 0.01 - 1) / k)
+    first = next(i for i in range(4, len(d)) if decide(_history(d[: i + 1], acc[: i + 1])).stop)
+    assert d[first] >= target * (1 - 1e-6) and d[first - 1] < target * 1.02
+    assert decide(_history(d[: first + 1], acc[: first + 1])).predicted_density == pytest.approx(target, rel=0.02)
