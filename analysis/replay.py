@@ -46,6 +46,8 @@ __all__ = ["ReplayError", "ROUND_COLUMNS", "AFTER_DECISION", "read_rounds", "dec
 # The row growth_round builds before it asks the rule (keep in step with growth/grow.py) ...
 ROUND_COLUMNS = ("round", "density", "edges", "proxy_accuracy", "val_loss", "train_loss", "train_accuracy", "batches",
                  "cost_epochs", "cost_flops", "wall_seconds")
+# Columns a round has only with some settings (growth.proxy.anneal_epochs > 0: the accuracy before the anneal).
+OPTIONAL_ROUND_COLUMNS = ("unannealed_accuracy",)
 LAYER_PREFIX = "layer_density:"
 # ... and what it adds after the rule's own columns (decision.as_record()).
 AFTER_DECISION = ("stop", "stop_reason", "grown", "grown_zero_score", "masks_digest")
@@ -101,7 +103,7 @@ def read_rounds(run_dir: Path) -> list[dict]:
 
 def decision_row(row: Mapping[str, Any]) -> dict:
     """A round's row as it stood when the loop asked the rule (the columns built before the decision)."""
-    return {k: v for k, v in row.items() if k in ROUND_COLUMNS or k.startswith(LAYER_PREFIX)}
+    return {k: v for k, v in row.items() if k in ROUND_COLUMNS or k in OPTIONAL_ROUND_COLUMNS or k.startswith(LAYER_PREFIX)}
 
 
 # ---------------------------------------------------------------- settings

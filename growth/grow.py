@@ -19,6 +19,7 @@ from growth.config.checks import key, one_of, registered
 from growth.kinds import SCORES, STOP_RULES
 from growth.masks import count_active, density, layer_densities
 from growth.methods import MethodRun, RunContext, register_method
+from growth.proxy import read_proxy
 from growth.scores import ScoreInputs
 from growth.seeds import build_seed, rescale_fan_in
 from growth.selection import edges_to_grow, grow_masks
@@ -88,7 +89,7 @@ class GrowthRun(MethodRun):
             if result.stopped_early:
                 break
         engine.fire("end_of_round")
-        val = engine.evaluate("val")
+        val = read_proxy(self)
         self.ledger.add_seconds(ctx.elapsed())
         cum = self.ledger.totals(["growth"])
         d = density(self.masks)
@@ -105,6 +106,8 @@ class GrowthRun(MethodRun):
             "cost_flops": cum["cost_flops"],
             "wall_seconds": cum["seconds"],
         }
+        if "unannealed_accuracy" in val:
+            row["unannealed_accuracy"] = val["unannealed_accuracy"]
         row.update({f"layer_density:{n}": v for n, v in layer_densities(self.masks).items()})
         self.save_snapshot(r, d)
         history = self.state["rounds"] + [row]

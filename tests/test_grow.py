@@ -111,3 +111,30 @@ def test_negative_scores_count_as_zero_and_are_drawn_only_after_positive_ones():
     assert new["a"].tolist() == [False, True, False, True] and zero_filled == 0
     new, zero_filled = grow_masks(masks, scores, 3, "sample", 1.0, torch.Generator().manual_seed(0))
     assert new["a"][[1, 3]].all() and zero_filled == 1
+
+
+def test_an_anneal_before_the_proxy_changes_only_the_proxy_unless_growth_continues_from_it(make_cfg):
+    """growth.proxy.anneal_epochs: the proxy is read after a cosine anneal; with anneal_continue
+    false the weights, optimizer and data stream are put back, so growth takes exactly the path it
+    takes without the anneal; the anneal is charged to the growth cost."""
+    import csv
+    from pathlib import Path
+
+    import torch
+
+    from growth.run import run
+
+    common = ["growth.max_rounds=4", "extensive.which=none", "growth.seed_builder=random"]
+    plain = run(make_cfg(*common))
+    annealed = run(make_cfg(*common, "growth.proxy.anneal_epochs=1"))
+    rows = lambda s: list(csv.DictReader(open(Path(s["run_dir"]) / "rounds.csv")))
+    a, b = rows(plain), rows(annealed)
+    assert [r["masks_digest"] for r in a] == [r["masks_digest"] for r in b]
+    assert [r["proxy_accuracy"] for r in a] != [r["proxy_accuracy"] for r in b]
+    assert [r["unannealed_accuracy"] for r in b] == [r["proxy_accuracy"] for r in a]
+    assert "unannealed_accuracy" not in a[0]
+    assert float(b[-1]["cost_epochs"]) > float(a[-1]["cost_epochs"])
+    snap = lambda s: torch.load(Path(s["run_dir"]) / "snapshots" / "round_003.pt", weights_only=True)["model"]
+    assert all(torch.equal(snap(plain)[k], snap(annealed)[k]) for k in snap(plain))
+    continued = run(make_cfg(*common, "growth.proxy.anneal_epochs=1", "growth.proxy.anneal_continue=true"))
+    assert not all(torch.equal(snap(plain)[k], snap(continued)[k]) for k in snap(plain))

@@ -118,6 +118,19 @@ class StopConfig:
 
 
 @dataclass
+class ProxyConfig:
+    # Epochs at the end of every growth round whose learning rate decays by a cosine from the
+    # round's to 0, step by step, before the proxy accuracy is read (growth.proxy): the proxy then
+    # reads annealed weights rather than those of constant-rate training. Charged to the growth
+    # cost like any training. 0: none (METHOD's proxy).
+    anneal_epochs: int = key(0, at_least(0))
+    # After the anneal, the next round continues from the annealed weights (true), or from the
+    # weights, optimizer state and data stream of before it (false: growth follows the path it
+    # would without the anneal; only the proxy, and so the stop, differ).
+    anneal_continue: bool = False
+
+
+@dataclass
 class GrowthConfig:
     seed_density: float = key(0.01, density())
     # A registered seed builder (growth.seeds): phew, PHEW random walks on the initial weights;
@@ -131,6 +144,7 @@ class GrowthConfig:
     max_rounds: int = key(40, at_least(1))
     timing: TimingConfig = field(default_factory=TimingConfig)
     stop: StopConfig = field(default_factory=StopConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
     # Batches whose gradients are averaged for gradient growth (method=gg).
     gradient_batches: int = key(4, at_least(1))
 
