@@ -4,28 +4,14 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-
-def _read_summary(run_dir) -> dict | None:
-    try:
-        return json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _finished(job) -> bool:
-    if job.run_dir is None:
-        return False
-    if job.status == "finished" or job.status.startswith("skipped"):
-        return True
-    summary = _read_summary(job.run_dir)  # a SLURM job reports through its records
-    return bool(summary) and summary.get("status") == "finished"
+from growth.records import read_summary
+from growth.study import finished
 
 
 def study_table(jobs: Sequence[Any], reference_method: str | None = None) -> str:
@@ -35,10 +21,10 @@ def study_table(jobs: Sequence[Any], reference_method: str | None = None) -> str
     for job in jobs:
         job = job if isinstance(job, SimpleNamespace) else SimpleNamespace(**(job if isinstance(job, dict) else vars(job)))
         method = job.label.split("/")[0]
-        if not _finished(job):
+        if not finished(job):
             notes.append(f"{job.label}: {job.status}" + (f" ({job.error})" if job.error else ""))
             continue
-        summary = _read_summary(job.run_dir) or {}
+        summary = read_summary(job.run_dir) or {}
         if summary.get("not_applicable"):
             continue
         with open(Path(job.run_dir) / "curve.csv", newline="") as f:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from hydra.core.config_store import ConfigStore
@@ -62,7 +63,7 @@ def test_a_new_key_with_a_default_keeps_finished_runs_and_matched_references(tmp
     request.getfixturevalue("new_trainer_key")
     cfg = compose_cfg([*small, "method=pwmpr"], tmp_path)
     assert "label_smoothing" in cfg.trainer  # the upgraded schema is the one composed
-    assert run_dir_for(cfg) == __import__("pathlib").Path(reference["run_dir"])
+    assert run_dir_for(cfg) == Path(reference["run_dir"])
     again = run(cfg)
     assert again.get("skipped") is True
     matched = run(compose_cfg([*small, "method=phew", "budget.match=pwmpr", "budget.snapshot=1",

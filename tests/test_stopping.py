@@ -196,7 +196,7 @@ def test_a_rule_with_settings_of_its_own_is_chosen_by_its_group(tmp_path):
     from tests.conftest import compose_cfg
 
     cfg = compose_cfg(["growth/stop=recent_plateau", "growth.stop.width_decades=0.3"], tmp_path)
-    assert isinstance(OmegaConf_type(cfg.growth.stop), type) and OmegaConf_type(cfg.growth.stop) is RecentPlateauConfig
+    assert OmegaConf_type(cfg.growth.stop) is RecentPlateauConfig
     assert cfg.growth.stop.tol == 0.01 and cfg.growth.stop.width_decades == 0.3  # the embedded default's tol stays
     validate(cfg)
     with pytest.raises(ConfigError, match=r"growth.stop.rule='recent_plateau' needs its own settings \(RecentPlateauConfig\): "
@@ -250,7 +250,7 @@ def test_every_registered_rule_is_a_growth_stop_option_with_its_schema(tmp_path)
 
     for entry in STOP_RULES.entries():
         cfg = compose_cfg([f"growth/stop={entry.name}"], tmp_path)
-        assert cfg.growth.stop.rule == entry.name and isinstance(cfg.growth.stop, object)
+        assert cfg.growth.stop.rule == entry.name
         assert issubclass(OmegaConf_type(cfg.growth.stop), entry.schema), entry.name
         validate(cfg)
 

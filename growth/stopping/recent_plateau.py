@@ -18,6 +18,12 @@ from growth.config.schema import StopConfig
 from growth.kinds import STOP_RULES
 
 
+def window_start(x: Sequence[float], width: float) -> int | None:
+    """Index of the latest round from which the rounds up to the last cover at least `width`
+    decades of log10 density `x` (None: they do not yet)."""
+    return next((i for i in range(len(x) - 1, -1, -1) if x[-1] - x[i] >= width - 1e-12), None)
+
+
 @dataclass
 class RecentPlateauConfig(StopConfig):
     # The confirming rounds are the latest ones covering at least this many decades of density.
@@ -44,7 +50,7 @@ def recent_plateau_rule(settings) -> Callable[[Sequence[dict]], PlateauDecision]
     def decide(history: Sequence[dict]) -> PlateauDecision:
         x = [math.log10(float(h["density"])) for h in history]
         acc = [float(h["proxy_accuracy"]) for h in history]
-        start = next((i for i in range(len(x) - 1, -1, -1) if x[-1] - x[i] >= width - 1e-12), None)
+        start = window_start(x, width)
         if start is None:
             return PlateauDecision(False, f"the rounds span {x[-1] - x[0]:.3f} < {width} decades", len(x), x[-1] - x[0], float("nan"))
         window = acc[start:]

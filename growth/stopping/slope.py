@@ -13,6 +13,7 @@ import numpy as np
 from growth.config.checks import above, key
 from growth.config.schema import StopConfig
 from growth.kinds import STOP_RULES
+from growth.stopping.recent_plateau import window_start
 
 
 @dataclass
@@ -42,7 +43,7 @@ def slope_rule(settings) -> Callable[[Sequence[dict]], SlopeDecision]:
     def decide(history: Sequence[dict]) -> SlopeDecision:
         x = np.log10([float(h["density"]) for h in history])
         acc = np.array([float(h["proxy_accuracy"]) for h in history])
-        start = next((i for i in range(len(x) - 1, -1, -1) if x[-1] - x[i] >= width - 1e-12), None)
+        start = window_start(x, width)
         if start is None or len(x) - start < max(3, int(settings.confirm)) or len(x) < settings.min_points:
             return SlopeDecision(False, f"fewer rounds than the window of {width} decades needs", math.nan, len(x) - (start or 0))
         slope = float(np.polyfit(x[start:], acc[start:], 1)[0])

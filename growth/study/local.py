@@ -43,7 +43,7 @@ class LocalExecutor:
         self.execute(stage1)
         for seed in self.st.seeds:
             ref = plan.reference_job(seed)
-            stage2 = plan.stage2(seed, predict=False) if ref is not None and finished(ref) else [
+            stage2 = plan.stage2(seed) if ref is not None and finished(ref) else [
                 Job(f"{m}/s{seed}", [], 2, [f"{self.st.reference}/s{seed}"], status="not run: reference did not finish")
                 for m in self.st.matched_methods
             ]

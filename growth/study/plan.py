@@ -162,9 +162,9 @@ class StudyPlan:
     def reference_job(self, seed: int) -> Job | None:
         return next((j for j in self.jobs if j.label == f"{self.st.reference}/s{seed}"), None)
 
-    def stage2(self, seed: int, predict: bool) -> list[Job]:
-        """The matched runs of one seed: from the reference's finished rounds, or (predict) from
-        the most rounds it can have, each then depending on the reference's job."""
+    def stage2(self, seed: int) -> list[Job]:
+        """The matched runs of one seed: at the reference's finished rounds, or, while it has not
+        finished, at the most rounds it can have, each then depending on the reference's job."""
         ref = self.reference_job(seed)
         if ref is None:
             return []
@@ -172,8 +172,6 @@ class StudyPlan:
         ref_dir = records.run_dir_for(ref_cfg)
         summary = records.read_summary(ref_dir)
         done = bool(summary) and summary.get("status") == "finished"
-        if not done and not predict:
-            return [Job(f"{m}/s{seed}", [], 2, [ref.label], status="not run: reference did not finish") for m in self.st.matched_methods]
         rounds = finished_rounds(ref_dir) if done else predicted_rounds(ref_cfg)
         return plan_matched(self.st, seed, ref_dir, rounds, [] if done else [ref.label])
 

@@ -94,7 +94,7 @@ class SlurmStudyExecutor:
         study.check(self.runs_in_this_process)
         study.jobs = study.stage1()
         for seed in self.st.seeds:
-            study.jobs.extend(study.stage2(seed, predict=True))
+            study.jobs.extend(study.stage2(seed))
         if study.cfg.dry_run:
             return self.print_plan()
         for job in study.jobs:
