@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Install and start a single-node SLURM cluster on this machine (Debian): the controller and the
 # one compute node are this host. Used by CI and by anyone who wants to try the SLURM path
-# locally. Idempotent: a running cluster is left alone. Needs root.
+# locally. Idempotent: a running cluster is left alone; one started here forgets the jobs of any
+# earlier cluster on this disk. Needs root.
 set -euo pipefail
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null || ! command -v sbatch >/dev/null; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurmctld slurmd slurm-client munge >/dev/null
 fi
-if sinfo -h -o %T 2>/dev/null | grep -q idle; then
+# A node busy with someone's jobs (mixed, allocated) is a running cluster too.
+if sinfo -h -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated|completing)'; then
   echo "slurm: already running"; sinfo; exit 0
 fi
 host=$(hostname)
@@ -55,7 +57,9 @@ MinJobAge=600
 NodeName=${host} CPUs=${cpus} RealMemory=${mem} State=UNKNOWN
 PartitionName=debug Nodes=${host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF
-pgrep -x slurmctld >/dev/null || slurmctld -i
+# A controller started here starts clean (-c): state saved by an earlier cluster on this disk (a
+# machine image taken mid-test, say) would bring back jobs that hold the node's CPUs forever.
+pgrep -x slurmctld >/dev/null || slurmctld -c -i
 pgrep -x slurmd >/dev/null || slurmd
 for _ in $(seq 1 30); do
   if sinfo -h -o %T 2>/dev/null | grep -q idle; then sinfo; exit 0; fi
@@ -64,5 +68,5 @@ for _ in $(seq 1 30); do
 done
 echo "slurm: the node did not become idle" >&2
 sinfo >&2 || true
-tail -20 /var/log/slurm/slurmctld.log /var/log/slurm/slurmd.log >&2 || true
+tail -n 20 /var/log/slurm/slurmctld.log /var/log/slurm/slurmd.log >&2 || true
 exit 1
