@@ -1,6 +1,6 @@
 """Replay stop rules on the records of finished growth runs, without training.
 
-    python -m analysis.replay RUN_DIR_OR_ROOT ... [--rule NAME ...] [--set key=value ...] [--csv PATH]
+    python -m analysis.replay RUN_DIR_OR_ROOT ... [--rule NAME ...] [--set key=value ...] [--proxy COLUMN] [--csv PATH]
 
 Any rule registered on ``growth.kinds.STOP_RULES`` (``--rule`` may be given several times; by
 default each run's own ``growth.stop.rule``) decides again on a run's rounds.csv, with the run's
@@ -15,7 +15,10 @@ rule's own recorded columns) and this round's row as it was at decision time, i.
 columns the decision and the growth step add afterwards; CSV text converted back to the numbers
 (int, float, bool, None) the loop had. Replay stops at the first round the rule fires; a rule
 that never fires ends at the last recorded round, reason "never fired". A run that has not
-finished is replayed on the rounds it recorded, and the table shows its status.
+finished is replayed on the rounds it recorded, and the table shows its status. ``--proxy COLUMN``
+feeds the rule another recorded signal as ``proxy_accuracy`` (``unannealed_accuracy``,
+``ema_accuracy``: what the round's weights, or their moving average, gave), so the proxies of a
+run recorded with several of them are compared on the same growth path.
 
 Per run and rule it reports the discovered round and density, the cost of the discovery (the
 round's growth cost ``cost_epochs`` plus 1.0 for one full training, in dense runs) and, for a run
@@ -41,13 +44,16 @@ from typing import Any
 import pandas as pd
 
 __all__ = ["ReplayError", "ROUND_COLUMNS", "AFTER_DECISION", "read_rounds", "decision_row", "parse_sets", "stop_settings",
-           "replay_rule", "replay_run", "replay", "format_table", "main"]
+           "with_proxy", "replay_rule", "replay_run", "replay", "format_table", "main"]
 
 # The row growth_round builds before it asks the rule (keep in step with growth/grow.py) ...
 ROUND_COLUMNS = ("round", "density", "edges", "proxy_accuracy", "val_loss", "train_loss", "train_accuracy", "batches",
                  "cost_epochs", "cost_flops", "wall_seconds")
-# Columns a round has only with some settings (growth.proxy.anneal_epochs > 0: the accuracy before the anneal).
-OPTIONAL_ROUND_COLUMNS = ("unannealed_accuracy",)
+# Columns a round has only with some settings (growth.proxy.anneal_epochs > 0: the accuracy before
+# the anneal; growth.proxy.ema_halflife > 0: the moving average's).
+OPTIONAL_ROUND_COLUMNS = ("unannealed_accuracy", "ema_accuracy")
+# What --proxy may name: a recorded accuracy a rule could read instead of proxy_accuracy.
+PROXY_COLUMNS = ("proxy_accuracy",) + OPTIONAL_ROUND_COLUMNS
 LAYER_PREFIX = "layer_density:"
 # ... and what it adds after the rule's own columns (decision.as_record()).
 AFTER_DECISION = ("stop", "stop_reason", "grown", "grown_zero_score", "masks_digest")
@@ -57,7 +63,7 @@ NEVER_FIRED = "never fired"
 _INT = re.compile(r"[+-]?\d+")
 
 COLUMNS = [
-    "run", "run_dir", "method", "status", "rule", "settings", "fired", "discovered_round", "discovered_density",
+    "run", "run_dir", "method", "status", "rule", "settings", "proxy", "fired", "discovered_round", "discovered_density",
     "proxy_accuracy", "cost_dense_runs", "reason", "recorded_round", "recorded_density", "oracle_tol", "oracle_density",
     "error_steps", "val_shortfall", "test_shortfall",
 ]
@@ -217,14 +223,25 @@ def _run_stop_section(run_dir: Path) -> dict:
     return OmegaConf.to_container(node, resolve=True) if node is not None else {}
 
 
+def with_proxy(rows: Sequence[Mapping[str, Any]], column: str, run_dir: Path) -> list[dict]:
+    """The rounds with `column` as their proxy_accuracy (the recorded one when column is it)."""
+    if column == "proxy_accuracy":
+        return [dict(r) for r in rows]
+    missing = [r.get("round") for r in rows if not _real(r.get(column))]
+    if missing:
+        have = [c for c in PROXY_COLUMNS if all(_real(r.get(c)) for r in rows)]
+        raise ReplayError(f"{run_dir}: --proxy {column}: not recorded in round(s) {missing[:5]}; this run has {have}")
+    return [{**r, "proxy_accuracy": r[column]} for r in rows]
+
+
 def replay_run(run_dir: str | Path, rules: Sequence[str] | None = None, overrides: Mapping[str, str] | None = None,
-               oracle_tol: float | None = None) -> list[dict]:
+               oracle_tol: float | None = None, proxy: str = "proxy_accuracy") -> list[dict]:
     """One row per rule (COLUMNS) for one run directory."""
     from analysis.discovery import discovery_error, full_curve, growth_settings, run_records
     from growth.errors import ConfigError
 
     run_dir = Path(run_dir)
-    rows = read_rounds(run_dir)
+    rows = with_proxy(read_rounds(run_dir), proxy, run_dir)
     run_stop = _run_stop_section(run_dir)
     rec = run_records(run_dir)
     summary = rec["summary"]
@@ -245,7 +262,7 @@ def replay_run(run_dir: str | Path, rules: Sequence[str] | None = None, override
         cost = row.get("cost_epochs")
         found = {
             "run": run_dir.name, "run_dir": str(run_dir), "method": summary.get("method"), "status": summary.get("status", ""),
-            "rule": rule, "settings": _settings_text(settings), "fired": decision is not None,
+            "rule": rule, "settings": _settings_text(settings), "proxy": proxy, "fired": decision is not None,
             "discovered_round": row.get("round"), "discovered_density": row.get("density"), "proxy_accuracy": row.get("proxy_accuracy"),
             "cost_dense_runs": cost + 1.0 if _real(cost) else math.nan,
             "reason": decision.reason if decision is not None else NEVER_FIRED,
@@ -287,8 +304,11 @@ def _run_dirs(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def replay(paths: Sequence[str | Path], rules: Sequence[str] | None = None, overrides: Mapping[str, str] | None = None,
-           oracle_tol: float | None = None) -> pd.DataFrame:
-    """Replay `rules` (default: each run's own) with `overrides` on every growth run under `paths`."""
+           oracle_tol: float | None = None, proxy: str = "proxy_accuracy") -> pd.DataFrame:
+    """Replay `rules` (default: each run's own) with `overrides` on every growth run under `paths`,
+    the rules reading the recorded column `proxy` as the proxy accuracy."""
+    if proxy not in PROXY_COLUMNS:
+        raise ReplayError(f"--proxy {proxy}: not a recorded proxy signal; valid are {list(PROXY_COLUMNS)}")
     for rule in rules or [_default_rule()]:
         stop_settings({}, rule, overrides or {})  # an unknown rule or a bad --set is refused before any run is read
     if oracle_tol is not None and not 0 < oracle_tol < 1:
@@ -296,7 +316,7 @@ def replay(paths: Sequence[str | Path], rules: Sequence[str] | None = None, over
     rows = []
     extra: list[str] = []
     for run_dir in _run_dirs(paths):
-        for row in replay_run(run_dir, rules, overrides, oracle_tol):
+        for row in replay_run(run_dir, rules, overrides, oracle_tol, proxy):
             extra += [k for k in row if k not in COLUMNS and k not in extra]
             rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS + extra)
@@ -340,6 +360,8 @@ def format_table(df: pd.DataFrame) -> str:
         "shortfall": [num(100 * s, ".2f") + " pts" if _real(s) else "-" for s in df["val_shortfall"]],
         "reason": df["reason"],
     })
+    if (df["proxy"] != "proxy_accuracy").any():
+        shown.insert(3, "proxy", df["proxy"])
     if (df["status"].fillna("") != "finished").any():
         shown.insert(1, "status", df["status"].fillna("").astype(str))
     right = {"round", "density", "cost", "recorded", "oracle", "steps", "shortfall"}
@@ -367,10 +389,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a growth.stop setting of the runs (tol, confirm, min_points, ...); repeatable")
     parser.add_argument("--oracle-tol", type=float, default=None,
                         help="tolerance of the oracle density (default: each run's own growth.stop.tol)")
+    parser.add_argument("--proxy", default="proxy_accuracy", metavar="COLUMN",
+                        help=f"the recorded signal the rules read as the proxy accuracy: one of {list(PROXY_COLUMNS)} "
+                        "(default proxy_accuracy, what the run itself decided on)")
     parser.add_argument("--csv", type=Path, default=None, metavar="PATH", help="also write the table as CSV")
     args = parser.parse_args(argv)
     try:
-        table = replay(args.paths, args.rule, parse_sets(args.sets), args.oracle_tol)
+        table = replay(args.paths, args.rule, parse_sets(args.sets), args.oracle_tol, args.proxy)
         if args.csv is not None:
             args.csv.parent.mkdir(parents=True, exist_ok=True)
             table.to_csv(args.csv, index=False)

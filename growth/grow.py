@@ -19,7 +19,7 @@ from growth.config.checks import key, one_of, registered
 from growth.kinds import SCORES, STOP_RULES
 from growth.masks import count_active, density, layer_densities
 from growth.methods import MethodRun, RunContext, register_method
-from growth.proxy import read_proxy
+from growth.proxy import read_proxy, weight_average
 from growth.scores import ScoreInputs
 from growth.seeds import build_seed, rescale_fan_in
 from growth.selection import edges_to_grow, grow_masks
@@ -49,6 +49,7 @@ class GrowthRun(MethodRun):
         self.stop_rule = STOP_RULES.get(self.cfg.growth.stop.rule)(self.cfg.growth.stop)
         self.timer = AdaptiveRoundTimer(self.cfg.growth.timing) if self.cfg.growth.timing.mode == "adaptive" else None
         self.round = 0
+        self.average = None  # the moving average of a round's weights (growth.proxy.ema_halflife)
 
     def initial_state(self) -> dict:
         g = self.cfg.growth
@@ -62,7 +63,8 @@ class GrowthRun(MethodRun):
         if self.state["phase"] == "growth":
             self.new_optimizer(self.cfg.trainer.round_lr or self.cfg.trainer.lr, resume=True)
             self.engine.set_masks(self.masks, self.optimizer)
-            self.engine.use_callbacks([self.timer] if self.timer else [])
+            self.average = weight_average(self)
+            self.engine.use_callbacks([cb for cb in (self.timer, self.average) if cb is not None])
         while self.state["phase"] == "growth":
             self.growth_round()
         self.engine.use_callbacks([])
@@ -79,6 +81,8 @@ class GrowthRun(MethodRun):
         epochs_cap = cfg.growth.timing.max_epochs if self.timer else cfg.growth.timing.epochs
         if self.timer:
             self.timer.reset()
+        if self.average:
+            self.average.restart()
         batches = 0
         train_loss = train_accuracy = float("nan")
         for epoch in range(epochs_cap):
@@ -89,7 +93,7 @@ class GrowthRun(MethodRun):
             if result.stopped_early:
                 break
         engine.fire("end_of_round")
-        val = read_proxy(self)
+        val = read_proxy(self, self.average)
         self.ledger.add_seconds(ctx.elapsed())
         cum = self.ledger.totals(["growth"])
         d = density(self.masks)
@@ -106,8 +110,7 @@ class GrowthRun(MethodRun):
             "cost_flops": cum["cost_flops"],
             "wall_seconds": cum["seconds"],
         }
-        if "unannealed_accuracy" in val:
-            row["unannealed_accuracy"] = val["unannealed_accuracy"]
+        row.update({k: val[k] for k in ("unannealed_accuracy", "ema_accuracy") if k in val})
         row.update({f"layer_density:{n}": v for n, v in layer_densities(self.masks).items()})
         self.save_snapshot(r, d)
         history = self.state["rounds"] + [row]

@@ -1,6 +1,7 @@
 """The proxy a growth round ends with: validation accuracy, read after an optional short
 learning-rate anneal (growth.proxy.anneal_epochs), with the weights before it restored unless
-growth.proxy.anneal_continue."""
+growth.proxy.anneal_continue; or read from a moving average of the round's weights
+(growth.proxy.ema_halflife, growth.proxy.source=ema). Every signal enabled is recorded."""
 
 from __future__ import annotations
 
@@ -25,13 +26,63 @@ class CosineToZero(Callback):
         set_lr(self.optimizer, 0.5 * self.lr * (1.0 + math.cos(math.pi * min(self.done, self.steps) / self.steps)))
 
 
-def read_proxy(run) -> dict:
-    """Validation loss and accuracy at the end of a round; with an anneal, also the accuracy
-    before it (`unannealed_accuracy`). `run` is the growth run (its engine, optimizer, generators)."""
+class WeightAverage(Callback):
+    """An exponential moving average of a model's floating-point state (weights and buffers) over
+    the steps since `restart`, with a half-life of `halflife_steps` steps. Masked weights stay 0 in
+    it: every step's weights are masked before they are averaged."""
+
+    def __init__(self, model: torch.nn.Module, halflife_steps: float):
+        self.model = model
+        self.keep = 0.5 ** (1.0 / max(halflife_steps, 1e-9))
+        self.average: dict[str, torch.Tensor] | None = None
+
+    def restart(self) -> None:
+        self.average = None
+
+    @torch.no_grad()
+    def after_step(self, engine) -> None:
+        state = self.model.state_dict()
+        if self.average is None:
+            self.average = {k: v.detach().clone() for k, v in state.items() if v.is_floating_point()}
+            return
+        for k, avg in self.average.items():
+            avg.lerp_(state[k], 1.0 - self.keep)
+
+    def evaluate(self, engine, split: str = "val") -> dict[str, float]:
+        """The average's validation metrics; the model's own state is put back after."""
+        if self.average is None:
+            return engine.evaluate(split)
+        current = {k: v.detach().clone() for k, v in self.model.state_dict().items() if k in self.average}
+        self.model.load_state_dict(self.average, strict=False)
+        try:
+            return engine.evaluate(split)
+        finally:
+            self.model.load_state_dict(current, strict=False)
+
+
+def weight_average(run) -> WeightAverage | None:
+    """The round's moving average when growth.proxy.ema_halflife > 0 (half-life in steps: that
+    fraction of the steps a round is given)."""
+    settings, timing = run.cfg.growth.proxy, run.cfg.growth.timing
+    if not settings.ema_halflife > 0:
+        return None
+    epochs = timing.max_epochs if timing.mode == "adaptive" else timing.epochs
+    return WeightAverage(run.model, settings.ema_halflife * epochs * len(run.engine.batches))
+
+
+def read_proxy(run, average: WeightAverage | None = None) -> dict:
+    """Validation loss and accuracy at the end of a round, from the source growth.proxy.source
+    names; with an anneal, also the accuracy before it (`unannealed_accuracy`); with a moving
+    average, its accuracy (`ema_accuracy`). `run` is the growth run (engine, optimizer, generators)."""
     settings = run.cfg.growth.proxy
     engine = run.engine
+    signals = {}
+    if average is not None:
+        ema = average.evaluate(engine)
+        signals["ema_accuracy"] = ema["accuracy"]
     if settings.anneal_epochs == 0:
-        return engine.evaluate("val")
+        val = engine.evaluate("val")
+        return {**(ema if settings.source == "ema" else val), **signals}
     before = engine.evaluate("val")
     saved = None
     if not settings.anneal_continue:
@@ -58,4 +109,4 @@ def read_proxy(run) -> dict:
         torch.set_rng_state(saved["torch_rng"])
         engine.resume_steps(saved["steps"])
     set_lr(run.optimizer, lr)
-    return {**val, "unannealed_accuracy": before["accuracy"]}
+    return {**(ema if settings.source == "ema" else val), **signals, "unannealed_accuracy": before["accuracy"]}

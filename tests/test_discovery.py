@@ -255,3 +255,25 @@ def test_a_report_without_full_curves_has_no_discovery_files(tmp_path, stopped):
     run_dir, _ = stopped  # extensive training of the discovered density only: one curve point
     assert run_discovery(run_dir) is None and discovery_table(run_dir).empty
     assert _discovery(load_table(run_dir), tmp_path) == ([], "") and not list(tmp_path.iterdir())
+
+
+def test_replay_reads_another_recorded_proxy_signal_when_asked(tmp_path, capsys):
+    """--proxy COLUMN: the rule reads that recorded signal as proxy_accuracy; a copy of the run's own
+    proxy decides as the run did, one that levels off sooner earlier; a signal the run lacks is one line, exit 2."""
+    run_dir = fake_run(tmp_path / "runs", 0, discovered=8)
+    rows = read_rounds(run_dir)
+    own = replay_run(run_dir)[0]
+    sooner = [0.5, 0.8] + [0.9] * (len(rows) - 2)
+    records.atomic_write_csv(run_dir / "rounds.csv", [{**r, "ema_accuracy": r["proxy_accuracy"], "unannealed_accuracy": v}
+                                                      for r, v in zip(rows, sooner)])
+    same = replay_run(run_dir, proxy="ema_accuracy")[0]
+    assert same["proxy"] == "ema_accuracy" and same["discovered_round"] == own["discovered_round"]
+    levelled = replay_run(run_dir, proxy="unannealed_accuracy")[0]
+    assert levelled["fired"] and levelled["discovered_round"] == 4 < own["discovered_round"] == 8
+    assert levelled["proxy_accuracy"] == 0.9
+    assert main([str(run_dir), "--proxy", "unannealed_accuracy"]) == 0
+    assert "unannealed_accuracy" in capsys.readouterr().out
+    assert "valid are ['proxy_accuracy', 'unannealed_accuracy', 'ema_accuracy']" in _fails(capsys, run_dir, "--proxy", "nope")
+    records.atomic_write_csv(run_dir / "rounds.csv", rows)
+    err = _fails(capsys, run_dir, "--proxy", "ema_accuracy")
+    assert "not recorded in round(s) [0, 1, 2, 3, 4]" in err and "this run has ['proxy_accuracy']" in err

@@ -138,3 +138,60 @@ def test_an_anneal_before_the_proxy_changes_only_the_proxy_unless_growth_continu
     assert all(torch.equal(snap(plain)[k], snap(annealed)[k]) for k in snap(plain))
     continued = run(make_cfg(*common, "growth.proxy.anneal_epochs=1", "growth.proxy.anneal_continue=true"))
     assert not all(torch.equal(snap(plain)[k], snap(continued)[k]) for k in snap(plain))
+
+
+def test_the_weight_average_is_the_exponential_moving_average_and_puts_the_weights_back():
+    """growth.proxy.ema_halflife: after steps w1, w2, w3 the average is the EMA started at w1 with
+    keep = 0.5 ** (1 / half-life); masked entries stay 0; evaluating it leaves the model as it was."""
+    from growth.proxy import WeightAverage
+
+    model = torch.nn.Linear(3, 2)
+    average = WeightAverage(model, halflife_steps=2.0)
+    keep = 0.5 ** 0.5
+    seen = []
+    for step in range(3):
+        with torch.no_grad():
+            model.weight.copy_(torch.full((2, 3), float(step + 1)))
+            model.weight[0, 0] = 0.0  # an absent edge
+        seen.append(model.weight.detach().clone())
+        average.after_step(None)
+    expected = (seen[0] * keep + seen[1] * (1 - keep)) * keep + seen[2] * (1 - keep)
+    assert torch.allclose(average.average["weight"], expected)
+    assert average.average["weight"][0, 0] == 0.0
+    assert not torch.allclose(average.average["weight"], seen[-1])
+
+    class Engine:
+        def evaluate(self, split):
+            return {"accuracy": float(model.weight.sum()), "loss": 0.0}
+
+    assert average.evaluate(Engine())["accuracy"] == pytest.approx(float(expected.sum()))
+    assert torch.equal(model.weight, seen[-1])
+    average.restart()
+    assert average.average is None
+
+
+def test_a_moving_average_proxy_is_recorded_without_changing_growth_and_can_decide(make_cfg):
+    """With ema_halflife > 0 every round records ema_accuracy and growth is bit for bit the same;
+    source=ema makes it the proxy the rule reads; source=ema without a half-life is refused."""
+    import csv
+    from pathlib import Path
+
+    from growth.config.validation import validate
+    from growth.errors import ConfigError
+    from growth.run import run
+
+    common = ["growth.max_rounds=4", "extensive.which=none", "growth.seed_builder=random", "growth.timing.epochs=3"]
+    plain = run(make_cfg(*common))
+    recorded = run(make_cfg(*common, "growth.proxy.ema_halflife=0.5"))
+    deciding = run(make_cfg(*common, "growth.proxy.ema_halflife=0.5", "growth.proxy.source=ema"))
+    rows = lambda s: list(csv.DictReader(open(Path(s["run_dir"]) / "rounds.csv")))
+    a, b, c = rows(plain), rows(recorded), rows(deciding)
+    assert [r["masks_digest"] for r in a] == [r["masks_digest"] for r in b] == [r["masks_digest"] for r in c]
+    assert [r["proxy_accuracy"] for r in a] == [r["proxy_accuracy"] for r in b]
+    assert [r["ema_accuracy"] for r in b] == [r["proxy_accuracy"] for r in c] == [r["ema_accuracy"] for r in c]
+    assert [r["ema_accuracy"] for r in b] != [r["proxy_accuracy"] for r in b]
+    assert "ema_accuracy" not in a[0] and a[-1]["cost_epochs"] == b[-1]["cost_epochs"]
+    with pytest.raises(ConfigError, match=r"growth.proxy.source='ema' needs growth.proxy.ema_halflife > 0"):
+        validate(make_cfg("growth.proxy.source=ema"))
+    with pytest.raises(ConfigError, match=r"growth.proxy.ema_halflife=1.0 is invalid"):
+        validate(make_cfg("growth.proxy.ema_halflife=1.0"))

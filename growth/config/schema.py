@@ -128,6 +128,14 @@ class ProxyConfig:
     # weights, optimizer state and data stream of before it (false: growth follows the path it
     # would without the anneal; only the proxy, and so the stop, differ).
     anneal_continue: bool = False
+    # An exponential moving average of the weights over each round's steps (restarted every round,
+    # before any anneal), evaluated at the round's end and recorded as `ema_accuracy`. Its half-life
+    # is this fraction of the round's steps (scale-free: the same value on every task). No training
+    # cost, one more validation pass a round. 0: off.
+    ema_halflife: float = key(0.0, in_range(0, 1, hi_open=True, valid="a fraction of a round in [0, 1)"))
+    # Which accuracy the stop rule reads as proxy_accuracy: weights, the round's last weights
+    # (annealed when anneal_epochs > 0); ema, the moving average's (needs ema_halflife > 0).
+    source: str = key("weights", one_of("weights", "ema"))
 
 
 @dataclass

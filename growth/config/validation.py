@@ -146,6 +146,14 @@ def growth_problems(cfg: DictConfig) -> list[str]:
     return []
 
 
+def proxy_problems(cfg: DictConfig) -> list[str]:
+    p = cfg.growth.proxy
+    if p.source == "ema" and not p.ema_halflife > 0:
+        return [f"growth.proxy.source='ema' needs growth.proxy.ema_halflife > 0 (it is {p.ema_halflife}): "
+                "say how long the average remembers, e.g. growth.proxy.ema_halflife=0.1"]
+    return []
+
+
 def budget_problems(cfg: DictConfig) -> list[str]:
     from growth.kinds import METHODS
 
@@ -208,7 +216,7 @@ def study_problems(cfg: DictConfig) -> list[str]:
 
 
 # Rules that relate one section to another (the rest lives in the schemas and the entries).
-CROSS_SECTION_RULES = (schema_problems, growth_problems, budget_problems, trainer_problems, study_problems, model_fit_problems, output_problems)
+CROSS_SECTION_RULES = (schema_problems, growth_problems, proxy_problems, budget_problems, trainer_problems, study_problems, model_fit_problems, output_problems)
 
 
 def validate(cfg: DictConfig) -> None:
