@@ -44,7 +44,7 @@ from typing import Any
 import pandas as pd
 
 __all__ = ["ReplayError", "ROUND_COLUMNS", "AFTER_DECISION", "read_rounds", "decision_row", "parse_sets", "stop_settings",
-           "with_proxy", "replay_rule", "replay_run", "replay", "format_table", "main"]
+           "with_proxy", "replay_rule", "replay_run", "replay", "format_table", "rule_summary", "format_summary", "main"]
 
 # The row growth_round builds before it asks the rule (keep in step with growth/grow.py) ...
 ROUND_COLUMNS = ("round", "density", "edges", "proxy_accuracy", "val_loss", "train_loss", "train_accuracy", "batches",
@@ -63,7 +63,7 @@ NEVER_FIRED = "never fired"
 _INT = re.compile(r"[+-]?\d+")
 
 COLUMNS = [
-    "run", "run_dir", "method", "status", "rule", "settings", "proxy", "fired", "discovered_round", "discovered_density",
+    "run", "run_dir", "source", "method", "dataset", "status", "rule", "settings", "proxy", "fired", "discovered_round", "discovered_density",
     "proxy_accuracy", "cost_dense_runs", "reason", "recorded_round", "recorded_density", "oracle_tol", "oracle_density",
     "error_steps", "val_shortfall", "test_shortfall",
 ]
@@ -261,7 +261,7 @@ def replay_run(run_dir: str | Path, rules: Sequence[str] | None = None, override
         row = rows[i]
         cost = row.get("cost_epochs")
         found = {
-            "run": run_dir.name, "run_dir": str(run_dir), "method": summary.get("method"), "status": summary.get("status", ""),
+            "run": run_dir.name, "run_dir": str(run_dir), "method": summary.get("method"), "dataset": summary.get("dataset"), "status": summary.get("status", ""),
             "rule": rule, "settings": _settings_text(settings), "proxy": proxy, "fired": decision is not None,
             "discovered_round": row.get("round"), "discovered_density": row.get("density"), "proxy_accuracy": row.get("proxy_accuracy"),
             "cost_dense_runs": cost + 1.0 if _real(cost) else math.nan,
@@ -315,10 +315,16 @@ def replay(paths: Sequence[str | Path], rules: Sequence[str] | None = None, over
         raise ReplayError(f"--oracle-tol {oracle_tol}: an accuracy tolerance in (0, 1)")
     rows = []
     extra: list[str] = []
-    for run_dir in _run_dirs(paths):
-        for row in replay_run(run_dir, rules, overrides, oracle_tol, proxy):
-            extra += [k for k in row if k not in COLUMNS and k not in extra]
-            rows.append(row)
+    seen: set[Path] = set()
+    for source in paths:  # each run once, under the first path that holds it
+        for run_dir in _run_dirs([source]):
+            if run_dir.resolve() in seen:
+                continue
+            seen.add(run_dir.resolve())
+            for row in replay_run(run_dir, rules, overrides, oracle_tol, proxy):
+                row["source"] = str(source)
+                extra += [k for k in row if k not in COLUMNS and k not in extra]
+                rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS + extra)
 
 
@@ -375,6 +381,50 @@ def format_table(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n\n" + textwrap.fill(note, 100)
 
 
+def rule_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per path given, dataset, method, rule, settings and proxy over the runs (seeds): the
+    discovered densities and errors in seed order, the worst error and shortfall, the spread
+    (largest / smallest discovered density), the mean cost and how many runs the rule fired on."""
+    keys = ["source", "dataset", "method", "rule", "settings", "proxy"]
+    rows = []
+    for group, part in df.fillna({"source": "", "dataset": "", "method": ""}).groupby(keys, sort=False):
+        dens = [d for d in part["discovered_density"] if _real(d)]
+        errs = [e for e in part["error_steps"] if _real(e)]
+        short = [s for s in part["val_shortfall"] if _real(s)]
+        rows.append({
+            **dict(zip(keys, group)), "runs": len(part), "fired": int(part["fired"].sum()),
+            "discovered": ", ".join(f"{100 * d:.1f}" for d in part["discovered_density"] if _real(d)),
+            "errors": ", ".join(f"{e:+.0f}" for e in errs),
+            "worst_error": max((abs(e) for e in errs), default=math.nan),
+            "within_2_steps": sum(abs(e) <= 2 + 1e-9 for e in errs) if errs else math.nan,
+            "worst_shortfall": max(short, default=math.nan),
+            "spread": max(dens) / min(dens) if dens and min(dens) > 0 else math.nan,
+            "cost": float(pd.to_numeric(part["cost_dense_runs"]).mean()),
+        })
+    return pd.DataFrame(rows)
+
+
+def format_summary(summary: pd.DataFrame) -> str:
+    """The per-rule summary as a markdown table (densities in %, shortfall in points)."""
+    if summary.empty:
+        return "(no runs)"
+
+    def num(x: Any, fmt: str) -> str:
+        return format(x, fmt) if _real(x) else "-"
+
+    header = ("| runs | dataset | rule | settings | proxy | discovered (%) | error (steps) | worst | within 2 | "
+              "worst shortfall (points) | spread | cost | fired |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for r in summary.itertuples(index=False):
+        lines.append(
+            f"| {r.source} | {r.dataset} | {r.rule} | {r.settings} | {r.proxy} | {r.discovered} | {r.errors or '-'} | "
+            f"{num(r.worst_error, '.0f')} | {num(r.within_2_steps, '.0f')}/{r.runs if r.errors else '-'} | "
+            f"{num(100 * r.worst_shortfall if _real(r.worst_shortfall) else math.nan, '.2f')} | {num(r.spread, '.2f')} | "
+            f"{num(r.cost, '.2f')} | {r.fired}/{r.runs} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m analysis.replay",
@@ -392,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--proxy", default="proxy_accuracy", metavar="COLUMN",
                         help=f"the recorded signal the rules read as the proxy accuracy: one of {list(PROXY_COLUMNS)} "
                         "(default proxy_accuracy, what the run itself decided on)")
+    parser.add_argument("--summary", action="store_true",
+                        help="print one markdown row per path given, dataset, rule, settings and proxy (over its runs: the "
+                        "seeds) instead of one row per run")
     parser.add_argument("--csv", type=Path, default=None, metavar="PATH", help="also write the table as CSV")
     args = parser.parse_args(argv)
     try:
@@ -403,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}".splitlines()[0], file=sys.stderr)
         return 2
     try:
-        print(format_table(table))
+        print(format_summary(rule_summary(table)) if args.summary else format_table(table))
         if args.csv is not None:
             print(f"\n{len(table)} rows written to {args.csv}")
         sys.stdout.flush()

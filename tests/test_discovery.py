@@ -277,3 +277,32 @@ def test_replay_reads_another_recorded_proxy_signal_when_asked(tmp_path, capsys)
     records.atomic_write_csv(run_dir / "rounds.csv", rows)
     err = _fails(capsys, run_dir, "--proxy", "ema_accuracy")
     assert "not recorded in round(s) [0, 1, 2, 3, 4]" in err and "this run has ['proxy_accuracy']" in err
+
+
+def test_the_summary_is_one_row_per_rule_over_the_seeds(tmp_path, capsys):
+    """--summary: the runs' discovered densities and errors in order, the worst error and shortfall,
+    the spread (largest / smallest) and the runs fired on, per path and rule."""
+    from analysis.replay import replay, rule_summary
+
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        fake_run(root, seed, discovered=8)
+    sooner = [0.5, 0.8] + [0.9] * (len(DENS) - 2)
+    rows = read_rounds(root / "grower-toy-s1")
+    records.atomic_write_csv(root / "grower-toy-s1" / "rounds.csv",
+                             [{**r, "proxy_accuracy": v} for r, v in zip(rows, sooner)])
+    table = replay([root], ["logistic", "none"])
+    per_run = table[table["rule"] == "logistic"].set_index("run")
+    summary = rule_summary(table).set_index("rule")
+    logistic = summary.loc["logistic"]
+    d0, d1 = per_run.loc["grower-toy-s0", "discovered_density"], per_run.loc["grower-toy-s1", "discovered_density"]
+    assert d1 < d0 and logistic["spread"] == pytest.approx(d0 / d1)
+    assert logistic["discovered"] == f"{100 * d0:.1f}, {100 * d1:.1f}"
+    errors = list(per_run["error_steps"])
+    assert logistic["worst_error"] == pytest.approx(max(abs(e) for e in errors))
+    assert logistic["within_2_steps"] == sum(abs(e) <= 2 for e in errors)
+    assert logistic["worst_shortfall"] == pytest.approx(per_run["val_shortfall"].max())
+    assert logistic["fired"] == 2 and summary.loc["none", "fired"] == 0 and logistic["runs"] == 2
+    assert main([str(root), "--rule", "logistic", "--summary"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("| runs | dataset | rule |") and len(printed) == 3 and "| 2/2 |" in printed[2]
