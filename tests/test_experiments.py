@@ -239,6 +239,7 @@ TINY = [
 ]
 METHOD_TINY = {
     "rigl": ["method.delta_t=2"],
+    "set": ["method.delta_t=2"],
     "phew": ["method.density=0.02"],
     "imp_c": ["method.prune_fraction=0.5", "method.min_density=0.5"],
 }

@@ -21,10 +21,10 @@ from tests.conftest import FAST, REPO, compose_cfg
 PINNED = {
     (): "pwmpr-digits-mlp-s0-88113cd418",
     ("seed=1",): "pwmpr-digits-mlp-s1-96ca194020",
-    ("method=rigl", "method.density=0.05"): "rigl-digits-mlp-s0-8a22c1c44e",
+    ("method=rigl", "method.density=0.05"): "rigl-digits-mlp-s0-5a376a9cf0",
     ("method=imp_c",): "imp_c-digits-mlp-s0-8a6cad237f",
     ("experiment=mnist_lenet300",): "pwmpr-mnist-lenet300-s0-f519bc824d",
-    ("method=phew", "budget.match=pwmpr", "budget.snapshot=3", "budget.reference=/r/x"): "phew-digits-mlp-s0-ca999141cf",
+    ("method=phew", "budget.match=pwmpr", "budget.snapshot=3", "budget.reference=/r/x"): "phew-digits-mlp-s0-ed2149d5ea",
     ("method=gg", "growth.timing.epochs=1"): "gg-digits-mlp-s0-3eca4bc27e",
     # Where results go, logging, devices and threads never change what a run computes.
     ("trainer.device=cpu", "trainer.cpu_threads=2", "output.root=/elsewhere", "logger=wandb"): "pwmpr-digits-mlp-s0-88113cd418",

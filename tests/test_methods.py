@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from baselines.imp import level_densities, magnitude_prune
-from baselines.rigl import RiglRun, RiglUpdater, erk_densities
+from baselines.phew import PhewRun
+from baselines.rigl import RiglRun, RiglUpdater, SetRun, erk_densities, restart_optimizer_state, rigl_update
 from growth.data import load_digits
 from growth.errors import ConfigError
 from growth.fixed import reference_growth_cost
@@ -88,6 +89,93 @@ def test_rigl_updates_keep_counts_and_start_grown_edges_at_zero(make_cfg, tmp_pa
     fractions = [u["drop_fraction"] for u in rigl.state["rigl_updates"]]
     assert fractions == sorted(fractions, reverse=True) and fractions[0] <= 0.3
     assert summary["density"] == pytest.approx(0.1, abs=0.005)
+
+
+def _one_layer(weight, grad, mask):
+    layer = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+    layer.weight.grad = grad.clone()
+    return layer, {"weight": mask.clone()}
+
+
+def test_rigl_may_regrow_a_connection_it_just_dropped_and_it_restarts_at_zero():
+    """Algorithm 1: grow among the connections not active after the drop. The weakest active
+    weight has the largest gradient, so it is dropped and regrown: weight, gradient and
+    optimizer state restart at 0, the mask keeps it, and nothing else changes."""
+    weight = torch.tensor([[0.01, 0.5, 0.7, 0.0]])
+    grad = torch.tensor([[9.0, 0.1, 0.1, 1.0]])
+    mask = torch.tensor([[True, True, True, False]])
+    layer, masks = _one_layer(weight, grad, mask)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9)
+    optimizer.state[layer.weight]["momentum_buffer"] = torch.ones_like(weight)
+    update = rigl_update(layer, masks, 1 / 3)
+    assert torch.equal(update.masks["weight"], mask) and update.changed == 0
+    assert update.grown["weight"].tolist() == [[True, False, False, False]]
+    assert layer.weight[0, 0] == 0 and layer.weight.grad[0, 0] == 0 and layer.weight[0, 1] == 0.5
+    restart_optimizer_state(optimizer, layer, update.grown)
+    assert optimizer.state[layer.weight]["momentum_buffer"].tolist() == [[0.0, 1.0, 1.0, 1.0]]
+    # with the dropped connection's gradient small, the absent one with the larger gradient is grown
+    layer, masks = _one_layer(weight, torch.tensor([[0.0, 0.1, 0.1, 1.0]]), mask)
+    update = rigl_update(layer, masks, 1 / 3)
+    assert update.masks["weight"].tolist() == [[False, True, True, True]] and update.changed == 1
+
+
+def test_set_grows_at_random_among_the_connections_not_active_after_the_drop():
+    weight = torch.linspace(0.1, 1.0, 40).view(4, 10)
+    mask = torch.zeros(4, 10, dtype=torch.bool)
+    mask[:, :5] = True
+    seen = set()
+    for seed in range(20):
+        layer, masks = _one_layer(weight, torch.zeros(4, 10), mask)
+        update = rigl_update(layer, masks, 0.25, "random", torch.Generator().manual_seed(seed))
+        new = update.masks["weight"]
+        assert int(new.sum()) == int(mask.sum())
+        assert torch.all(new[mask & (weight > weight[mask].sort().values[4])])  # the 15 strongest stay
+        seen |= {tuple(i) for i in update.grown["weight"].nonzero().tolist()}
+    assert any(j >= 5 for _, j in seen) and any(j < 5 for _, j in seen)  # absent and just dropped both drawn
+
+
+def test_rigl_charges_the_papers_extra_flops_and_set_none(make_cfg, tmp_path):
+    """An update step costs 2 f_S + f_D per sample instead of 3 f_S: the extra is (f_D - f_S)."""
+    counts = {}
+    for method in ("rigl", "set"):
+        cfg = make_cfg(f"method={method}", "method.density=0.1", "method.delta_t=5", "trainer.epochs=2")
+        run_dir = run_dir_for(cfg)
+        run_dir.mkdir(parents=True)
+        r = (RiglRun if method == "rigl" else SetRun)(RunContext(cfg, run_dir))
+        extra = []
+        r.ledger.add_extra_flops = lambda flops, extra=extra: extra.append(flops)
+        summary = r.run()
+        ledger = r.ledger
+        expected = (ledger.dense_forward_flops - ledger.train_flops_per_sample / 3.0) * cfg.trainer.batch_size
+        counts[method] = (extra, summary["rigl_updates"], expected)
+    extra, updates, expected = counts["rigl"]
+    assert updates > 0 and len(extra) == updates and extra == pytest.approx([expected] * updates)
+    extra, updates, _ = counts["set"]
+    assert updates > 0 and extra == [0.0] * updates
+
+
+def test_a_dense_first_layer_keeps_the_overall_density(make_cfg):
+    shapes = {"first": (100, 64), "b": (100, 100), "c": (10, 100)}
+    total = sum(math.prod(s) for s in shapes.values())
+    d = erk_densities(shapes, 0.5, {"first"})
+    assert d["first"] == 1.0 and sum(d[n] * math.prod(s) for n, s in shapes.items()) / total == pytest.approx(0.5)
+    for distribution in ("erk", "uniform"):
+        cfg = make_cfg("method=rigl", "method.density=0.6", "method.dense_first_layer=true", f"method.distribution={distribution}",
+                       "model.hidden=[64,64]")
+        run_dir = run_dir_for(cfg)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        rigl = RiglRun(RunContext(cfg, run_dir))
+        rigl.density_target = 0.6
+        masks = rigl.build_masks()
+        first, *others = masks
+        assert bool(masks[first].all()) and count_active(masks) / sum(m.numel() for m in masks.values()) == pytest.approx(0.6, abs=0.01)
+        spread = [float(masks[n].float().mean()) for n in others]
+        assert (max(spread) - min(spread) < 0.05) == (distribution == "uniform")  # ERK favours the small last layer
+    validate = __import__("growth.config.validation", fromlist=["validate"]).validate
+    with pytest.raises(ConfigError, match=r"method.dense_first_layer=true needs method.density >= 0\.\d+"):
+        validate(make_cfg("method=rigl", "method.density=0.05", "method.dense_first_layer=true"))
 
 
 # ------------------------------------------------------------------ IMP-C
@@ -204,9 +292,31 @@ def test_a_given_mask_trains_exactly_that_mask(make_cfg, tmp_path):
 
 
 def test_phew_run_trains_at_its_density(make_cfg):
-    summary = run(make_cfg("method=phew", "method.density=0.05"))
+    # (with the fan-in rescale: at 5% of a [32, 32] MLP and 6 epochs, the dense initialisation's
+    # scale leaves the network at chance)
+    summary = run(make_cfg("method=phew", "method.density=0.05", "method.rescale=fan_in"))
     assert summary["density"] == pytest.approx(0.05, abs=0.003)
     assert summary["test_accuracy"] > 0.2
+
+
+@pytest.mark.parametrize("method", ["rigl", "set", "phew"])
+def test_sparse_baselines_start_from_the_dense_initialisation_unless_rescaled(make_cfg, method):
+    """As RigL's and PHEW's code do: the surviving weights are the dense initialisation's own;
+    method.rescale=fan_in scales them up as for growth seeds."""
+    cfg = make_cfg(f"method={method}", "method.density=0.1")
+    assert cfg.method.rescale == "none"
+    starts = {}
+    for rescale in ("none", "fan_in"):
+        cfg = make_cfg(f"method={method}", "method.density=0.1", f"method.rescale={rescale}")
+        run_dir = run_dir_for(cfg)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        r = {"rigl": RiglRun, "set": SetRun, "phew": PhewRun}[method](RunContext(cfg, run_dir))
+        dense = {n: p.detach().clone() for n, p in growable_parameters(r.model).items()}
+        r.state = r.initial_state()
+        starts[rescale] = {n: (p.detach(), r.masks[n], dense[n]) for n, p in growable_parameters(r.model).items()}
+    for n, (w, m, w0) in starts["none"].items():
+        assert torch.equal(w[m], w0[m])
+    assert any(bool((w[m].abs() > w0[m].abs()).all()) for w, m, w0 in starts["fan_in"].values())
 
 
 # ------------------------------------------------------------------ ledger against hand-computed totals
