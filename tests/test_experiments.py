@@ -18,6 +18,7 @@ from tests.conftest import CONF, compose_cfg, shared_data_dir
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
+MASKS_FILE_METHODS = ("masks", "shuffled_masks")  # the methods whose mandatory method.file is a masks file
 PAPER_EXPERIMENTS = {
     "cifar10_resnet32",
     "cifar100_resnet56",
@@ -63,7 +64,7 @@ def test_trainer_recipes_are_backed_by_the_schema(path):
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_composes_with_every_method(name, method):
-    extra = ["method.file=masks.pt"] if method == "masks" else []  # its mandatory key (read when the run starts)
+    extra = ["method.file=masks.pt"] if method in MASKS_FILE_METHODS else []  # its mandatory key (read when the run starts)
     cfg = compose_experiment(name, f"method={method}", *extra)
     assert cfg.method.name == method
     validate(cfg)
@@ -275,7 +276,7 @@ def masks_file_for(cfg, path: Path) -> str:
 
 def run_tiny(name: str, method: str, root: Path, tmp_path: Path, extra=()) -> dict:
     overrides = [f"method={method}", f"dataset.root={root}", *TINY, *METHOD_TINY.get(method, []), *extra]
-    if method == "masks":
+    if method in MASKS_FILE_METHODS:
         overrides.append(masks_file_for(compose_experiment(name, *overrides, "method.file=later"), tmp_path / "masks.pt"))
     cfg = compose_experiment(name, *overrides, tmp_path=tmp_path / "results")
     prepare(cfg)

@@ -291,6 +291,32 @@ def test_a_given_mask_trains_exactly_that_mask(make_cfg, tmp_path):
     assert again["density"] == pytest.approx(sum(int(m.sum()) for m in half.values()) / sum(m.numel() for m in half.values()))
 
 
+def test_the_shuffled_mask_keeps_every_layers_density_and_loses_its_topology(make_cfg, tmp_path):
+    """method=shuffled_masks: per layer as many edges as the file's, at other positions; the same
+    seed gives the same shuffle, another seed another; it trains with the weights outside zero."""
+    from baselines.shuffled_masks import shuffle_within_layers
+    from growth.masks import save_masks
+    from growth.records import load_checkpoint
+
+    ref = run(make_cfg("growth.max_rounds=4", "extensive.which=none"))
+    snapshot = Path(ref["run_dir"]) / "snapshots" / "round_003.pt"
+    given = torch.load(snapshot, weights_only=True)["masks"]
+    summary = run(make_cfg("method=shuffled_masks", f"method.file={snapshot}", "trainer.epochs=2"))
+    assert summary["status"] == "finished" and summary["label"] == "shuffled masks"
+    masks = load_checkpoint(summary["run_dir"])["masks"]
+    model = load_checkpoint(summary["run_dir"])["model"]
+    for name, mask in given.items():
+        assert int(masks[name].sum()) == int(mask.sum())
+        assert not torch.equal(masks[name], mask)
+        assert not model[name][~masks[name]].any()
+    overlap = sum(int((masks[n] & given[n]).sum()) for n in given) / sum(int(m.sum()) for m in given.values())
+    assert overlap < 0.5  # a uniform shuffle keeps about the layer's density of the edges, here a few %
+    a = shuffle_within_layers(given, torch.Generator().manual_seed(1))
+    b = shuffle_within_layers(given, torch.Generator().manual_seed(1))
+    c = shuffle_within_layers(given, torch.Generator().manual_seed(2))
+    assert all(torch.equal(a[n], b[n]) for n in given) and not all(torch.equal(a[n], c[n]) for n in given)
+
+
 def test_phew_run_trains_at_its_density(make_cfg):
     # (with the fan-in rescale: at 5% of a [32, 32] MLP and 6 epochs, the dense initialisation's
     # scale leaves the network at chance)
