@@ -128,11 +128,14 @@ def test_layernorm_is_abs_gamma_scaling():
 
 
 class Unrolled:
-    def __init__(self):
+    """Every edge weighs its weight ** power (power 2: the path-kernel score's graph)."""
+
+    def __init__(self, power: int = 1):
         self.out_edges: dict[tuple, list] = defaultdict(list)
+        self.power = power
 
     def edge(self, src, dst, weight, key=None, index=None):
-        self.out_edges[src].append((dst, float(weight), key, index))
+        self.out_edges[src].append((dst, float(weight) ** self.power, key, index))
 
     def conv2d(self, src, dst, w_eff, key, size, stride=1, pad=0):
         c_out, c_in, k, _ = w_eff.shape
@@ -219,8 +222,9 @@ def conv_inputs(channels: int, size: int) -> list[tuple]:
     return [("x", c, y, x) for c, y, x in itertools.product(range(channels), range(size), range(size))]
 
 
+@pytest.mark.parametrize("power", [1, 2], ids=["pwmp", "path_kernel"])
 @pytest.mark.parametrize("pool", ["avg", "adaptive-max"])
-def test_residual_conv_net_matches_unrolled_paths(pool):
+def test_residual_conv_net_matches_unrolled_paths(pool, power):
     gen = torch.Generator().manual_seed(3)
     model = ResConv(nn.AdaptiveAvgPool2d(1) if pool == "avg" else nn.AdaptiveMaxPool2d(1))
     randomize(model, gen)
@@ -231,7 +235,7 @@ def test_residual_conv_net_matches_unrolled_paths(pool):
     bn = model.bn
     bn_scale = (bn.weight.detach().double().abs() / torch.sqrt(bn.running_var.double() + bn.eps)).numpy()
 
-    g = Unrolled()
+    g = Unrolled(power)
     g.conv2d("x", "c1", w["conv1.weight"], "conv1.weight", size=4, pad=1)
     g.channel_scale("c1", "b1", bn_scale, size=4)
     g.conv2d("b1", "c2", w["conv2.weight"], "conv2.weight", size=4, pad=1)
@@ -241,21 +245,22 @@ def test_residual_conv_net_matches_unrolled_paths(pool):
     oracle, n_paths = g.path_scores(conv_inputs(2, 4), {n: m.shape for n, m in masks.items()})
     assert n_paths > 1000
 
-    scores = pwmp_scores(model, masks, torch.randn(1, 2, 4, 4))
+    scores = pwmp_scores(model, masks, torch.randn(1, 2, 4, 4), power=power)
 
     assert_scores_match(scores, oracle)
     for name, mask in masks.items():
         assert (scores[name][~mask] > 0).any(), name
 
 
-def test_max_pool_is_scored_as_avg_pool_with_same_geometry():
+@pytest.mark.parametrize("power", [1, 2], ids=["pwmp", "path_kernel"])
+def test_max_pool_is_scored_as_avg_pool_with_same_geometry(power):
     gen = torch.Generator().manual_seed(4)
     model = PoolConv()
     randomize(model, gen)
     masks = random_masks(model, gen)
     w = {name: effective(model, masks, name) for name in masks}
 
-    g = Unrolled()
+    g = Unrolled(power)
     g.conv2d("x", "c1", w["conv1.weight"], "conv1.weight", size=4, pad=1)
     pooled = g.avg_pool("c1", "p", channels=3, size=4, k=3, stride=2, pad=1)
     assert pooled == 2
@@ -264,7 +269,52 @@ def test_max_pool_is_scored_as_avg_pool_with_same_geometry():
     oracle, n_paths = g.path_scores(conv_inputs(2, 4), {n: m.shape for n, m in masks.items()})
     assert n_paths > 100
 
-    assert_scores_match(pwmp_scores(model, masks, torch.randn(1, 2, 4, 4)), oracle)
+    assert_scores_match(pwmp_scores(model, masks, torch.randn(1, 2, 4, 4), power=power), oracle)
+
+
+@pytest.mark.parametrize("count_include_pad", [True, False])
+def test_path_kernel_squares_every_avg_pool_edge_counted_or_not(count_include_pad):
+    """An AvgPool of the model (not a replaced max pool): its edges weigh 1/k, or 1/(in-bounds
+    inputs) without the padding counted; the path kernel squares each."""
+    gen = torch.Generator().manual_seed(6)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=count_include_pad),
+                          nn.Flatten(), nn.Linear(8, 2))
+    randomize(model, gen)
+    masks = random_masks(model, gen)
+    w = {name: effective(model, masks, name) for name in masks}
+    g = Unrolled(2)
+    g.conv2d("x", "c1", w["0.weight"], "0.weight", size=4, pad=1)
+    for c, y, x, ki, kj in itertools.product(range(2), range(2), range(2), range(3), range(3)):
+        yy, xx = 2 * y - 1 + ki, 2 * x - 1 + kj
+        if 0 <= yy < 4 and 0 <= xx < 4:
+            inside = sum(0 <= 2 * y - 1 + a < 4 and 0 <= 2 * x - 1 + b < 4 for a in range(3) for b in range(3))
+            g.edge(("c1", c, yy, xx), ("p", c, y, x), 1.0 / (9 if count_include_pad else inside))
+    g.linear([("p", c, y, x) for c, y, x in itertools.product(range(2), range(2), range(2))], "out", w["3.weight"], "3.weight")
+    oracle, _ = g.path_scores(conv_inputs(1, 4), {n: m.shape for n, m in masks.items()})
+    assert_scores_match(pwmp_scores(model, masks, torch.randn(1, 1, 4, 4), power=2), oracle)
+
+
+def test_path_kernel_of_an_mlp_matches_brute_force_and_differs_from_pwmp():
+    gen = torch.Generator().manual_seed(7)
+    model = MLP((4,), 2, hidden=(5, 3))
+    randomize(model, gen)
+    masks = random_masks(model, gen)
+    names = [f"layers.{i}.weight" for i in range(len(model.layers))]
+    oracle = layered_oracle([(effective(model, masks, n) ** 2, n) for n in names])
+    kernel = pwmp_scores(model, masks, torch.randn(1, 4), power=2)
+    assert_scores_match(kernel, oracle)
+    l1 = pwmp_scores(model, masks, torch.randn(1, 4))
+    middle = lambda s: s["layers.1.weight"].flatten()
+    ratio = middle(kernel) / middle(l1)
+    assert not torch.allclose(ratio, ratio[0].expand_as(ratio))  # not a rescaling of PWMP
+    assert not torch.equal(torch.argsort(middle(kernel)), torch.argsort(middle(l1)))  # another ranking
+
+
+def test_path_kernel_is_a_registered_score_a_growth_run_can_use(make_cfg):
+    from growth.run import run
+
+    summary = run(make_cfg("method.score=path_kernel", "growth.max_rounds=3", "extensive.which=none"))
+    assert summary["status"] == "finished" and summary["method"] == "pwmpr"
 
 
 # ---------------------------------------------------------------------------------------------

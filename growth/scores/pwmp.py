@@ -2,7 +2,10 @@
 
 See METHOD.md, "The PWMP score". PWMP(i, j) = C(i) * G(j) equals dR/dW_eff, where R is the summed
 output of a non-negative copy of the network fed all ones and W_eff = |W| * mask, so one forward
-and one backward pass score every edge of every layer.
+and one backward pass score every edge of every layer. With ``power=2`` every edge weight of the
+copy is squared (|w|^2, BatchNorm's and the norms' scales squared, each pooling edge's 1/k
+squared): the score is then the sum over the paths through an edge of the product of the other
+edges' squared weights, the increment of the path-kernel trace (score ``path_kernel``).
 """
 
 from __future__ import annotations
@@ -69,7 +72,57 @@ class _Scale(nn.Module):
         return x * self.weight.view(-1, *([1] * (x.dim() - 2)))
 
 
-def _replacement(module: nn.Module, name: str) -> nn.Module | None:
+def _window_lengths(in_size: int, out_size: int) -> list[int]:
+    """The window lengths of an adaptive pool along one dimension (PyTorch's start/end rule)."""
+    return [-(-((i + 1) * in_size) // out_size) - (i * in_size) // out_size for i in range(out_size)]
+
+
+class _PowerPool(nn.Module):
+    """An average pool whose edges weigh w**power instead of w: every input of an output
+    position's window has the same weight w (1/k, 1/divisor_override, 1/the in-bounds count or
+    1/the adaptive window's size), so the output is scaled by w**(power - 1)."""
+
+    def __init__(self, pool: nn.Module, power: int):
+        super().__init__()
+        self.pool, self.power = pool, power
+
+    def edge_weight(self, x: torch.Tensor) -> torch.Tensor | float:
+        pool = self.pool
+        adaptive = {cls: nd + 1 for nd, cls in enumerate(_ADAPTIVE_MAX_TO_AVG.values())}
+        if type(pool) in adaptive:
+            nd = adaptive[type(pool)]
+            sizes = pool.output_size if isinstance(pool.output_size, tuple) else (pool.output_size,) * nd
+            count = torch.ones((), dtype=x.dtype, device=x.device)
+            for i, o in zip(x.shape[-nd:], sizes):
+                lengths = torch.tensor(_window_lengths(int(i), int(i) if o is None else int(o)), dtype=x.dtype, device=x.device)
+                count = count.unsqueeze(-1) * lengths  # outer product over the pooled dimensions
+            return 1.0 / count
+        if getattr(pool, "divisor_override", None):
+            return 1.0 / pool.divisor_override
+        kernel = pool.kernel_size if isinstance(pool.kernel_size, tuple) else (pool.kernel_size,) * (x.dim() - 2)
+        area = float(torch.tensor(kernel).prod())
+        if pool.count_include_pad:
+            return 1.0 / area
+        # the in-bounds inputs of each window: k times what counting the padding gives for ones
+        ones = torch.ones((1, 1, *x.shape[2:]), dtype=x.dtype, device=x.device)
+        with_pad = type(pool)(pool.kernel_size, pool.stride, pool.padding, ceil_mode=pool.ceil_mode, count_include_pad=True)
+        return 1.0 / (with_pad(ones) * area)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(x) * self.edge_weight(x) ** (self.power - 1)
+
+
+def _replacement(module: nn.Module, name: str, power: int = 1) -> nn.Module | None:
+    replaced = _replacement_for_paths(module, name)
+    if power == 1:
+        return replaced
+    pool = replaced if replaced is not None else module
+    if isinstance(pool, (*_MAX_TO_AVG.values(), *_ADAPTIVE_MAX_TO_AVG.values())):
+        return _PowerPool(pool, power)
+    return replaced
+
+
+def _replacement_for_paths(module: nn.Module, name: str) -> nn.Module | None:
     for max_cls, avg_cls in _MAX_TO_AVG.items():
         if type(module) is max_cls:
             if module.return_indices:
@@ -90,8 +143,8 @@ def _replacement(module: nn.Module, name: str) -> nn.Module | None:
     return None
 
 
-def _swap_modules(net: nn.Module) -> nn.Module:
-    root = _replacement(net, "")
+def _swap_modules(net: nn.Module, power: int = 1) -> nn.Module:
+    root = _replacement(net, "", power)
     if root is not None:
         return root
     done: dict[int, nn.Module | None] = {}  # shared submodules get one shared replacement
@@ -100,7 +153,7 @@ def _swap_modules(net: nn.Module) -> nn.Module:
             if child is None:
                 continue
             if id(child) not in done:
-                done[id(child)] = _replacement(child, f"{parent_name}.{child_name}" if parent_name else child_name)
+                done[id(child)] = _replacement(child, f"{parent_name}.{child_name}" if parent_name else child_name, power)
             if done[id(child)] is not None:
                 parent._modules[child_name] = done[id(child)]
     return net
@@ -114,8 +167,10 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _scoring_network(model: nn.Module, masks: Mapping[str, torch.Tensor], device: torch.device) -> tuple[nn.Module, dict[str, nn.Parameter]]:
-    """A float64, eval-mode, non-negative copy of ``model`` whose masked weights are fresh leaves."""
+def _scoring_network(model: nn.Module, masks: Mapping[str, torch.Tensor], device: torch.device,
+                     power: int = 1) -> tuple[nn.Module, dict[str, nn.Parameter]]:
+    """A float64, eval-mode, non-negative copy of ``model`` whose masked weights are fresh leaves
+    (every edge weight raised to ``power``)."""
     net = copy.deepcopy(model)  # Parameter.__deepcopy__ does not copy .grad
     net.to(dtype=torch.float64)
     net.eval()
@@ -125,7 +180,7 @@ def _scoring_network(model: nn.Module, masks: Mapping[str, torch.Tensor], device
             if name.rsplit(".", 1)[-1].endswith("bias"):
                 p.zero_()  # shifts carry no input-to-output paths
             else:
-                p.abs_()
+                p.abs_().pow_(power)
         for module in net.modules():
             if isinstance(module, _BatchNorm):
                 if module.running_var is None:
@@ -135,6 +190,8 @@ def _scoring_network(model: nn.Module, masks: Mapping[str, torch.Tensor], device
                     module.track_running_stats = True
                 else:
                     module.running_mean.zero_()
+                if power != 1:  # 1 / sqrt(var' + eps) = (1 / sqrt(var + eps)) ** power
+                    module.running_var.copy_((module.running_var + module.eps) ** power - module.eps)
 
         net_params = dict(net.named_parameters())
         new_leaf: dict[int, nn.Parameter] = {}
@@ -150,10 +207,11 @@ def _scoring_network(model: nn.Module, masks: Mapping[str, torch.Tensor], device
             for pname, p in module._parameters.items():
                 if p is not None and id(p) in new_leaf:
                     module._parameters[pname] = new_leaf[id(p)]
-    return _swap_modules(net), leaves
+    return _swap_modules(net, power), leaves
 
 
-def pwmp_scores(model: nn.Module, masks: Mapping[str, torch.Tensor], example_input: torch.Tensor) -> dict[str, torch.Tensor]:
+def pwmp_scores(model: nn.Module, masks: Mapping[str, torch.Tensor], example_input: torch.Tensor,
+                power: int = 1) -> dict[str, torch.Tensor]:
     """PWMP score of every edge (present or absent) of each masked weight, as float64 tensors.
 
     The score of edge (i, j) is the sum over input-to-output paths through it of the product of
@@ -178,6 +236,7 @@ def pwmp_scores(model: nn.Module, masks: Mapping[str, torch.Tensor], example_inp
     non-negative activations, and autograd's derivative 0 at 0 would otherwise hide the paths
     through a unit whose in-edges are all absent. Residual additions are weight-1 edges counted by
     autograd. The score is not multiplied by the weight (that would be SynFlow, 0 on absent edges).
+    ``power=2`` squares every edge weight named above (the path-kernel score).
 
     Raises ValueError naming a mask key that is not a parameter of ``model`` or whose shape
     differs, and DivergedError naming the layers whose scores are non-finite.
@@ -197,7 +256,7 @@ def pwmp_scores(model: nn.Module, masks: Mapping[str, torch.Tensor], example_inp
 
     # the caller may be inside no_grad, inference_mode or autocast: none may apply here
     with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device_type=device.type, enabled=False):
-        net, leaves = _scoring_network(model, masks, device)
+        net, leaves = _scoring_network(model, masks, device, power)
         with _ReluAsIdentity():
             output = net(torch.ones(shape, dtype=torch.float64, device=device))
         if not torch.is_tensor(output):
