@@ -242,6 +242,6 @@ class RiglRun(FixedDensityRun):
 
 
 @register_method("set", schema=RiglConfig, validate=rigl_problems, family="fixed_density", label="SET (matched budget)", short_label="SET",
-                 color="tab:cyan", order=55, matched_budget=True)
+                 color="darkcyan", order=55, matched_budget=True)
 class SetRun(RiglRun):
     grow_by = "random"

@@ -81,7 +81,7 @@ CASES = [
     # --- contradictions
     case("seed density above max density", ["growth.seed_density=0.2", "growth.max_density=0.1"],
          ["growth.seed_density=0.2 is above growth.max_density=0.1", "must not be denser"]),
-    case("budget.match on a growth method", ["budget.match=pwmpr"], ["budget.match='pwmpr'", "needs a fixed-density method (masks, phew, rigl, set, shuffled_masks)"]),
+    case("budget.match on a growth method", ["budget.match=pwmpr"], ["budget.match='pwmpr'", "needs a fixed-density method (grasp, masks, phew, rigl, set, shuffled_masks, snip, synflow)"]),
     case("budget.snapshot without budget.match", ["method=phew", "budget.snapshot=2"], ["budget.snapshot=2 needs budget.match"]),
     case("budget.match and budget.epochs", ["method=phew", "budget.match=pwmpr", "budget.epochs=3"], ["budget.match and budget.epochs are both set"]),
     case("budget.match without a reference run", ["method=phew", "budget.match=pwmpr"],
