@@ -24,17 +24,20 @@ FAMILIES = ("growth", "fixed_density", "pruning", "dense")
 def register_method(
     name: str, *, schema: type, family: str, label: str | None = None, short_label: str | None = None,
     color: str | None = None, headline: bool = False, order: int | None = None, matched_budget: bool = False,
-    validate=None,
+    validate=None, grows: bool | None = None,
 ) -> Callable[[type], type]:
     """Register a method class under `name` with its schema (conf/method/<name>.yaml names
     `<name>_schema`) and what its records say of it: its family (growth, fixed_density,
     pruning, dense), display labels, colour, legend order, whether it is the headline method, and
-    whether it takes a matched budget (budget.match). Stack the decorator to register variants."""
+    whether it takes a matched budget (budget.match), and whether it runs the growth loop (`grows`,
+    default: its family is growth), so its identity includes the growth sections. Stack the
+    decorator to register variants."""
     if family not in FAMILIES:
         raise ValueError(f"method {name!r}: family {family!r} is not one of {FAMILIES}")
     return METHODS.register(
         name, schema=schema, validate=validate, family=family, label=label or name, short_label=short_label or label or name,
         color=color, headline=headline, order=order, matched_budget=matched_budget,
+        grows=family == "growth" if grows is None else grows,
     )
 
 

@@ -1,13 +1,14 @@
-"""Rename run directories named by the earlier identity rule to the current one.
+"""Rename run directories named by an earlier identity rule to the current one.
 
     python -m growth.migrate RESULTS_ROOT            # say what would be renamed
     python -m growth.migrate RESULTS_ROOT --apply    # rename
 
 Before, a run directory's hash covered every resolved key, defaults included, so any new key
 renamed every run. Now it covers the settings that differ from their schema defaults
-(growth.records.identity). This finds the run directories directly under RESULTS_ROOT whose name
-is the earlier rule's hash of their own config.yaml, and renames each to the name the current rule
-gives it. A matched run's budget.reference pointing at a renamed run is rewritten in its
+(growth.records.identity), and a baseline's leaves out the growth-only sections. This finds the
+run directories directly under RESULTS_ROOT named by this framework (the earlier rule's hash of
+their own config.yaml, or `<method>-<dataset>-<model>-s<seed>-<hash>` of it) whose name is not the
+one the current rule gives their config.yaml, and renames each to it. A matched run's budget.reference pointing at a renamed run is rewritten in its
 config.yaml first (its identity includes it), and studies' study.json follow the renames. It
 refuses, renaming nothing, when a new name is taken or two runs would get the same name.
 """
@@ -44,12 +45,30 @@ def typed_config(container: dict):
         schema = registry.entry(name).schema if name in registry else None
         if schema is not None:
             cfg[section] = OmegaConf.structured(schema)
+    stop = ((container.get("growth") or {}).get("stop")) or {}
+    if stop:  # the stop section by the schema that holds its keys: its rule's, or its group's choice
+        import dataclasses
+
+        rule = stop.get("rule")
+        schemas = ([kinds.STOP_RULES.entry(rule).schema] if rule in kinds.STOP_RULES else []) + [
+            e.schema for e in kinds.STOP_RULES.entries()]
+        for schema in schemas:
+            if dataclasses.is_dataclass(schema) and set(stop) <= {f.name for f in dataclasses.fields(schema)}:
+                cfg.growth.stop = OmegaConf.structured(schema)
+                break
     return OmegaConf.merge(cfg, {k: v for k, v in container.items() if k != "defaults"})
 
 
 def _name_parts(name: str) -> tuple[str, str] | None:
     stem, sep, digest = name.rpartition("-")
     return (stem, digest) if sep and len(digest) == 10 else None
+
+
+def _stem(container: dict) -> str | None:
+    try:
+        return f"{container['method']['name']}-{container['dataset']['name']}-{container['model']['name']}-s{container['seed']}"
+    except (KeyError, TypeError):
+        return None
 
 
 def plan(root: Path) -> list[Rename]:
@@ -65,8 +84,8 @@ def plan(root: Path) -> list[Rename]:
         if parts is None:
             continue
         container = OmegaConf.to_container(OmegaConf.load(config_path), resolve=False)
-        if legacy_identity(container) != parts[1]:
-            continue  # named by the current rule already, or not a run directory of this framework
+        if parts[1] != legacy_identity(container) and parts[0] != _stem(container):
+            continue  # not a run directory named by this framework (e.g. output.run_dir)
         containers[run_dir] = container
     # References first: a matched run's identity includes its budget.reference, which moves.
     order = sorted(containers, key=lambda d: (containers[d].get("budget") or {}).get("reference") is not None)

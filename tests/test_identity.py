@@ -19,15 +19,20 @@ from tests.conftest import FAST, REPO, compose_cfg
 
 # Pinned: these names change only when a schema default (or a recipe's yaml) changes, on purpose.
 PINNED = {
-    (): "pwmpr-digits-mlp-s0-88113cd418",
-    ("seed=1",): "pwmpr-digits-mlp-s1-96ca194020",
-    ("method=rigl", "method.density=0.05"): "rigl-digits-mlp-s0-5a376a9cf0",
-    ("method=imp_c",): "imp_c-digits-mlp-s0-8a6cad237f",
-    ("experiment=mnist_lenet300",): "pwmpr-mnist-lenet300-s0-f519bc824d",
-    ("method=phew", "budget.match=pwmpr", "budget.snapshot=3", "budget.reference=/r/x"): "phew-digits-mlp-s0-ed2149d5ea",
-    ("method=gg", "growth.timing.epochs=1"): "gg-digits-mlp-s0-3eca4bc27e",
+    (): "pwmpr-digits-mlp-s0-a852bda0a3",
+    ("seed=1",): "pwmpr-digits-mlp-s1-1f15cdd89f",
+    ("method=rigl", "method.density=0.05"): "rigl-digits-mlp-s0-e47492de90",
+    ("method=imp_c",): "imp_c-digits-mlp-s0-1b68857902",
+    ("experiment=mnist_lenet300",): "pwmpr-mnist-lenet300-s0-ad2cbbea12",
+    ("method=phew", "budget.match=pwmpr", "budget.snapshot=3", "budget.reference=/r/x"): "phew-digits-mlp-s0-7d2db58729",
+    ("method=gg", "growth.timing.epochs=1"): "gg-digits-mlp-s0-edba36969a",
     # Where results go, logging, devices and threads never change what a run computes.
-    ("trainer.device=cpu", "trainer.cpu_threads=2", "output.root=/elsewhere", "logger=wandb"): "pwmpr-digits-mlp-s0-88113cd418",
+    ("trainer.device=cpu", "trainer.cpu_threads=2", "output.root=/elsewhere", "logger=wandb"): "pwmpr-digits-mlp-s0-a852bda0a3",
+    # The paper's form (METHOD's rule and proxy) keeps the name the embedded default had before
+    # noise_tol and the annealed proxy became the default.
+    ("growth/stop=logistic", "growth.proxy.anneal_epochs=0"): "pwmpr-digits-mlp-s0-88113cd418",
+    # A baseline reads no growth section: growth's defaults or settings never rename it.
+    ("method=imp_c", "growth/stop=logistic", "growth.proxy.anneal_epochs=0", "growth.stop.tol=0.03"): "imp_c-digits-mlp-s0-1b68857902",
 }
 
 
@@ -137,3 +142,21 @@ def test_the_migration_refuses_on_a_conflict_and_renames_nothing(tmp_path):
     assert said.returncode == 2
     assert f"{legacy.name} would become {pathlib.Path(ref['run_dir']).name}, which exists already: nothing renamed" in said.stderr
     assert legacy.exists()
+
+
+def test_the_migration_renames_a_run_named_by_an_earlier_current_rule(tmp_path):
+    """A baseline named when the growth sections were still part of its identity (any
+    `<method>-<dataset>-<model>-s<seed>-<hash>` that is not its current name) is renamed; a
+    directory of another name (output.run_dir) is left alone."""
+    from omegaconf import OmegaConf
+
+    from growth.migrate import plan
+
+    cfg = compose_cfg(["method=imp_c"], tmp_path)
+    old = tmp_path / "imp_c-digits-mlp-s0-8a6cad237f"
+    mine = tmp_path / "my-own-run"
+    for d in (old, mine):
+        d.mkdir()
+        (d / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    (rename,) = plan(tmp_path)
+    assert rename.old == old and rename.new.name == PINNED[("method=imp_c",)]

@@ -69,9 +69,25 @@ def non_default_settings(node: DictConfig, path: str = "") -> dict[str, Any]:
     return out
 
 
+# Sections only methods that run the growth loop read: another method's identity leaves them out,
+# so a growth default changed (the stop rule, the proxy) renames no baseline run.
+GROWTH_ONLY_SECTIONS = ("growth", "extensive")
+
+
+def _reads_growth_sections(method: str) -> bool:
+    from growth.kinds import METHODS
+
+    if method not in METHODS:
+        return True
+    return bool(METHODS.entry(method).info.get("grows", True))
+
+
 def run_identity(cfg: DictConfig) -> str:
     names = {section: str(cfg[section].name) for section in ("method", "dataset", "model")}
-    text = json.dumps({"names": names, "settings": non_default_settings(cfg)}, sort_keys=True)
+    settings = non_default_settings(cfg)
+    if not _reads_growth_sections(names["method"]):
+        settings = {k: v for k, v in settings.items() if k not in GROWTH_ONLY_SECTIONS}
+    text = json.dumps({"names": names, "settings": settings}, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
 
 
