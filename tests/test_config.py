@@ -23,7 +23,7 @@ def test_default_config_is_pwmpr_on_digits_mlp():
 def test_every_method_config_composes_and_validates(method, tmp_path):
     cfg = compose_cfg([f"method={method}"])
     assert cfg.method.name == method
-    if method == "masks":  # the one method with a mandatory key: the mask to train
+    if method in ("masks", "shuffled_masks"):  # the methods with a mandatory key: the mask to train
         with pytest.raises(ConfigError, match="method.file=None is invalid"):
             validate(cfg)
         from growth.data import build_dataset

@@ -70,3 +70,19 @@ def test_grow_prune_reads_the_growth_sections_a_baseline_does_not(tmp_path):
     b = run_name(compose_cfg(["method=grow_prune", "growth.stop.tol=0.03"], tmp_path))
     c, d = (run_name(compose_cfg(["method=imp_c", *x], tmp_path)) for x in ([], ["growth.stop.tol=0.03"]))
     assert a != b and c == d
+
+
+def test_a_study_takes_the_new_methods_in_its_lists(tmp_path):
+    """study.baselines runs any method once; study.matched_methods any fixed-density method at
+    the reference's densities with matched budgets; study_problems accepts them all."""
+    from growth.config.validation import validate
+    from growth.study.plan import plan_independent, plan_matched
+
+    cfg = compose_cfg(["study=compare", "study.baselines=[dense,imp_c,grow_prune]",
+                       "study.matched_methods=[phew,rigl,set,snip,grasp,synflow]"], tmp_path)
+    validate(cfg)
+    stage1 = {j.label for j in plan_independent(cfg.study)}
+    assert {"grow_prune/s0", "imp_c/s0", "dense/s0", "pwmpr/s0"} <= stage1
+    stage2 = plan_matched(cfg.study, 0, tmp_path / "ref", 2, ["pwmpr/s0"])
+    assert {j.label.split("/")[0] for j in stage2} == {"phew", "rigl", "set", "snip", "grasp", "synflow"}
+    assert all("budget.match=pwmpr" in j.overrides and j.depends_on == ["pwmpr/s0"] for j in stage2)
