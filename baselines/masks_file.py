@@ -56,13 +56,12 @@ def check_fit(masks: Masks, model, cfg) -> None:
 def check_masks_file(cfg) -> Masks:
     """Read method.file and check it against the model built on the meta device (no memory)."""
     from growth.data import dataset_shape
-    from growth.models import build_model
+    from growth.models import build_on_meta
 
     masks = read_masks_file(cfg.method.file)
-    shape = dataset_shape(cfg.dataset)
-    if shape is not None:
-        with torch.device("meta"):
-            model = build_model(cfg.model, *shape)
+    model = build_on_meta(cfg.model, cfg.dataset)
+    if model is not None:
+        shape = dataset_shape(cfg.dataset)
         checked = dict(masks)
         if DATASETS.get(cfg.dataset.name).classes_from_files:
             # A subset's class count is known once its folders are read: the output layer's rows

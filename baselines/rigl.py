@@ -169,17 +169,15 @@ def rigl_problems(cfg) -> list[str]:
     m = cfg.method
     if not m.dense_first_layer or cfg.budget.snapshot is not None:
         return []
-    from growth.data import dataset_shape
-    from growth.models import build_model
+    from growth.models import build_on_meta
 
-    shape = dataset_shape(cfg.dataset)
-    if shape is None:
-        return []
     try:
-        with torch.device("meta"):
-            sizes = [p.numel() for p in growable_parameters(build_model(cfg.model, *shape)).values()]
+        model = build_on_meta(cfg.model, cfg.dataset)
     except Exception:  # a model that does not build: its own check says why
         return []
+    if model is None:
+        return []
+    sizes = [p.numel() for p in growable_parameters(model).values()]
     problem = _dense_first_problem(sizes[0] / sum(sizes), float(m.density)) if sizes else None
     return [problem] if problem else []
 

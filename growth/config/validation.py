@@ -90,21 +90,16 @@ def selected_entries(cfg: DictConfig) -> list:
 def model_fit_problems(cfg: DictConfig) -> list[str]:
     """The model's own checks against the dataset's input shape and class count, by building it on
     the meta device (no memory, no random draws) before anything is written or submitted."""
-    import torch
-
     from growth.data import dataset_shape
     from growth.kinds import DATASETS, MODELS
-    from growth.models import build_model
+    from growth.models import build_on_meta
 
     if cfg.model.name not in MODELS or cfg.dataset.name not in DATASETS:
         return []
-    shape = dataset_shape(cfg.dataset)
-    if shape is None:
-        return []
     try:
-        with torch.device("meta"):
-            build_model(cfg.model, *shape)
+        build_on_meta(cfg.model, cfg.dataset)
     except ConfigError as exc:
+        shape = dataset_shape(cfg.dataset)
         return [
             f"model={cfg.model.name} does not fit dataset={cfg.dataset.name} (inputs of shape {shape[0]}, "
             f"{shape[1]} classes): {exc}"

@@ -40,3 +40,18 @@ def build_model(cfg, input_shape, num_classes) -> nn.Module:
 
 
 __all__ = ["MODELS", "build_model"]
+
+
+def build_on_meta(model_cfg, dataset_cfg) -> nn.Module | None:
+    """The model `model_cfg` names for the dataset `dataset_cfg` describes, built on the meta
+    device (no memory, no random draws), or None when the dataset's shape is known only once its
+    files are read. Raises what building raises (a ConfigError when the model does not fit)."""
+    import torch
+
+    from growth.data import dataset_shape
+
+    shape = dataset_shape(dataset_cfg)
+    if shape is None:
+        return None
+    with torch.device("meta"):
+        return build_model(model_cfg, *shape)
