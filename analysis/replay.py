@@ -43,15 +43,16 @@ from typing import Any
 
 import pandas as pd
 
+from growth.proxy import PROXY_SIGNALS
+
 __all__ = ["ReplayError", "ROUND_COLUMNS", "AFTER_DECISION", "read_rounds", "decision_row", "parse_sets", "stop_settings",
            "with_proxy", "replay_rule", "replay_run", "replay", "format_table", "rule_summary", "format_summary", "main"]
 
 # The row growth_round builds before it asks the rule (keep in step with growth/grow.py) ...
 ROUND_COLUMNS = ("round", "density", "edges", "proxy_accuracy", "val_loss", "train_loss", "train_accuracy", "batches",
                  "cost_epochs", "cost_flops", "wall_seconds")
-# Columns a round has only with some settings (growth.proxy.anneal_epochs > 0: the accuracy before
-# the anneal; growth.proxy.ema_halflife > 0: the moving average's).
-OPTIONAL_ROUND_COLUMNS = ("unannealed_accuracy", "ema_accuracy")
+# Columns a round has only with some settings: the proxy signals beside the one the rule read.
+OPTIONAL_ROUND_COLUMNS = PROXY_SIGNALS
 # What --proxy may name: a recorded accuracy a rule could read instead of proxy_accuracy.
 PROXY_COLUMNS = ("proxy_accuracy",) + OPTIONAL_ROUND_COLUMNS
 LAYER_PREFIX = "layer_density:"

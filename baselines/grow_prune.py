@@ -18,23 +18,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
-
-from baselines.imp import level_densities, magnitude_prune
-from growth.config.checks import at_least, fraction, in_range, key, one_of
+from baselines.imp import PruningLevelsConfig, level_densities, level_epochs, magnitude_prune
+from growth.config.checks import in_range, key
 from growth.grow import GrowthMethodConfig, GrowthRun
 from growth.masks import count_active, count_total, density
 from growth.methods import register_method
 
 
 @dataclass
-class GrowPruneConfig(GrowthMethodConfig):
-    prune_fraction: float = key(0.2, fraction())  # of the remaining weights, per level
-    min_density: float = key(0.01, fraction(what="a density"))
-    # Epochs of training after each pruning; null means a quarter of trainer.epochs (IMP-C's).
-    level_epochs: Optional[int] = key(None, at_least(1, "null or at least 1 epoch", nullable=True))
-    # global: one magnitude threshold over all layers; layer: prune each layer by the fraction.
-    scope: str = key("global", one_of("global", "layer"))
+class GrowPruneConfig(GrowthMethodConfig, PruningLevelsConfig):
     # Within growth: after growing k edges, remove round(prune_in_growth x k) of the smallest
     # magnitude among those active before the step. 0: growth only adds.
     prune_in_growth: float = key(0.0, in_range(0, 1, hi_open=True, valid="a fraction in [0, 1)"))
@@ -45,10 +37,6 @@ class GrowPruneConfig(GrowthMethodConfig):
 class GrowPruneRun(GrowthRun):
     def extensive_queue(self) -> list[int]:
         return [self.state["discovered_round"]]
-
-    def level_epochs(self) -> int:
-        m = self.cfg.method
-        return m.level_epochs if m.level_epochs is not None else max(1, self.cfg.trainer.epochs // 4)
 
     def grow(self, n_new: int) -> tuple[int, int]:
         before = {n: m.clone() for n, m in self.masks.items()}
@@ -71,7 +59,7 @@ class GrowPruneRun(GrowthRun):
             if start > self.cfg.method.min_density else []
         for level, target in enumerate(levels, start=1):
             key = f"level:{level}"
-            result = self.train_fixed(key, self.level_epochs(), setup=lambda t=target: self.prune_to(t), label=f"level {level}")
+            result = self.train_fixed(key, level_epochs(self.cfg), setup=lambda t=target: self.prune_to(t), label=f"level {level}")
             if not any(c.get("point") == key for c in self.state["curve"]):
                 phases = [f"extensive:{disc}"] + [f"level:{i}" for i in range(1, level + 1)]
                 self.add_curve_point({"point": key, "round": disc, "level": level, "density": density(self.masks), **result,

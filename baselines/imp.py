@@ -75,13 +75,26 @@ class RewindCapture(Callback):
 
 
 @dataclass
-class ImpConfig(MethodConfig):
+class PruningLevelsConfig:
+    """The levels of magnitude pruning with continued training (IMP-C's, and grow-prune's below
+    its discovered density)."""
+
     prune_fraction: float = key(0.2, fraction())  # of the remaining weights, per level
     min_density: float = key(0.01, fraction(what="a density"))
     # Epochs of training after each pruning; null means a quarter of trainer.epochs.
     level_epochs: Optional[int] = key(None, at_least(1, "null or at least 1 epoch", nullable=True))
     # global: one magnitude threshold over all layers; layer: prune each layer by the fraction.
     scope: str = key("global", one_of("global", "layer"))
+
+
+def level_epochs(cfg) -> int:
+    """Epochs of training after each pruning level: method.level_epochs, or a quarter of trainer.epochs."""
+    m = cfg.method
+    return m.level_epochs if m.level_epochs is not None else max(1, cfg.trainer.epochs // 4)
+
+
+@dataclass
+class ImpConfig(MethodConfig, PruningLevelsConfig):
     # none: continue from the pruned weights (IMP-C); init: rewind to the initial weights;
     # epoch: rewind to the weights after `rewind_epoch` epochs of the dense training.
     rewind: str = key("none", one_of("none", "init", "epoch"))
@@ -93,10 +106,6 @@ class ImpRun(MethodRun):
     def initial_state(self) -> dict:
         self.masks = dense_masks(self.model)
         return {}
-
-    def level_epochs(self) -> int:
-        m = self.cfg.method
-        return m.level_epochs if m.level_epochs is not None else max(1, self.cfg.trainer.epochs // 4)
 
     def execute(self) -> None:
         m = self.cfg.method
@@ -111,7 +120,7 @@ class ImpRun(MethodRun):
                 callbacks = [RewindCapture(self)] if m.rewind == "epoch" else []
                 result = self.train_fixed(key, self.cfg.trainer.epochs, callbacks=callbacks, label="dense")
             else:
-                result = self.train_fixed(key, self.level_epochs(), setup=lambda t=target: self.prune_to(t), label=f"level {level}")
+                result = self.train_fixed(key, level_epochs(self.cfg), setup=lambda t=target: self.prune_to(t), label=f"level {level}")
             if not any(c.get("point") == key for c in self.state["curve"]):
                 phases = [f"level:{i}" for i in range(level + 1)]
                 self.add_curve_point({"point": key, "level": level, "density": density(self.masks), **result, **self.point_cost(phases)})

@@ -19,7 +19,7 @@ from growth.config.checks import key, one_of, registered
 from growth.kinds import SCORES, STOP_RULES
 from growth.masks import count_active, density, layer_densities
 from growth.methods import MethodRun, RunContext, register_method
-from growth.proxy import read_proxy, weight_average
+from growth.proxy import PROXY_SIGNALS, read_proxy, weight_average
 from growth.scores import ScoreInputs
 from growth.seeds import build_seed, rescale_fan_in
 from growth.selection import edges_to_grow, grow_masks
@@ -110,7 +110,7 @@ class GrowthRun(MethodRun):
             "cost_flops": cum["cost_flops"],
             "wall_seconds": cum["seconds"],
         }
-        row.update({k: val[k] for k in ("unannealed_accuracy", "ema_accuracy") if k in val})
+        row.update({k: val[k] for k in PROXY_SIGNALS if k in val})
         row.update({f"layer_density:{n}": v for n, v in layer_densities(self.masks).items()})
         self.save_snapshot(r, d)
         history = self.state["rounds"] + [row]

@@ -154,35 +154,24 @@ def check_masks_fit(masks: Mapping[str, torch.Tensor], model: nn.Module, source:
         raise ValueError(f"{source} does not fit {type(model).__name__}: shape (mask, weight) mismatch {wrong}")
 
 
+def _top(flat: torch.Tensor, density: float) -> torch.Tensor:
+    """A bool vector marking the round(density x n) highest entries (at least one; ties by position)."""
+    keep = torch.zeros_like(flat, dtype=torch.bool)
+    keep[torch.sort(flat, descending=True, stable=True).indices[: min(flat.numel(), max(1, round(density * flat.numel())))]] = True
+    return keep
+
+
 def masks_keeping_highest(scores: Mapping[str, torch.Tensor], density: float, scope: str = "global") -> Masks:
     """Masks keeping the `density` fraction of edges with the highest scores: over all layers at
     once (`global`) or in every layer (`layer`); at least one edge per layer in either case, ties
     broken by position (stable), so the count is exact."""
     if scope not in ("global", "layer"):
         raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
-    names = list(scores)
     if scope == "layer":
-        out = {}
-        for name in names:
-            flat = scores[name].flatten()
-            k = min(flat.numel(), max(1, round(density * flat.numel())))
-            keep = torch.zeros_like(flat, dtype=torch.bool)
-            keep[torch.sort(flat, descending=True, stable=True).indices[:k]] = True
-            out[name] = keep.view_as(scores[name])
-        return out
-    flat = torch.cat([scores[n].flatten().double() for n in names])
-    k = min(flat.numel(), max(1, round(density * flat.numel())))
-    keep = torch.zeros_like(flat, dtype=torch.bool)
-    keep[torch.sort(flat, descending=True, stable=True).indices[:k]] = True
-    out, start = {}, 0
-    for name in names:
-        n = scores[name].numel()
-        out[name] = keep[start:start + n].view_as(scores[name])
-        start += n
-    for name in names:  # a layer left empty would cut every path: keep its best edge
+        return {n: _top(s.flatten(), density).view_as(s) for n, s in scores.items()}
+    keep = _top(torch.cat([s.flatten().double() for s in scores.values()]), density)
+    out = dict(zip(scores, (part.view_as(s) for part, s in zip(keep.split([s.numel() for s in scores.values()]), scores.values()))))
+    for name, s in scores.items():  # a layer left empty would cut every path: keep its best edge
         if not out[name].any():
-            flat_layer = scores[name].flatten()
-            best = torch.zeros_like(flat_layer, dtype=torch.bool)
-            best[int(torch.argmax(flat_layer))] = True
-            out[name] = best.view_as(scores[name])
+            out[name] = _top(s.flatten(), 0.0).view_as(s)
     return out

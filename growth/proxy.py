@@ -13,6 +13,10 @@ import torch
 from growth.recipe import set_lr
 from growth.train import Callback
 
+# The accuracies a round may record beside proxy_accuracy (the one the rule reads): before the
+# anneal (growth.proxy.anneal_epochs > 0) and of the moving average (growth.proxy.ema_halflife > 0).
+PROXY_SIGNALS = ("unannealed_accuracy", "ema_accuracy")
+
 
 class CosineToZero(Callback):
     """Sets the learning rate before every step: `lr` decayed by a cosine to 0 over `steps`."""
@@ -35,18 +39,18 @@ class WeightAverage(Callback):
         self.model = model
         self.keep = 0.5 ** (1.0 / max(halflife_steps, 1e-9))
         self.average: dict[str, torch.Tensor] | None = None
+        # The tensors averaged, looked up once: the training step only adds one fused lerp.
+        self.sources = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
 
     def restart(self) -> None:
         self.average = None
 
     @torch.no_grad()
     def after_step(self, engine) -> None:
-        state = self.model.state_dict()
         if self.average is None:
-            self.average = {k: v.detach().clone() for k, v in state.items() if v.is_floating_point()}
+            self.average = {k: v.detach().clone() for k, v in self.sources.items()}
             return
-        for k, avg in self.average.items():
-            avg.lerp_(state[k], 1.0 - self.keep)
+        torch._foreach_lerp_(list(self.average.values()), [self.sources[k] for k in self.average], 1.0 - self.keep)
 
     def evaluate(self, engine, split: str = "val") -> dict[str, float]:
         """The average's validation metrics; the model's own state is put back after."""
@@ -81,8 +85,7 @@ def read_proxy(run, average: WeightAverage | None = None) -> dict:
         ema = average.evaluate(engine)
         signals["ema_accuracy"] = ema["accuracy"]
     if settings.anneal_epochs == 0:
-        val = engine.evaluate("val")
-        return {**(ema if settings.source == "ema" else val), **signals}
+        return {**(ema if settings.source == "ema" else engine.evaluate("val")), **signals}
     before = engine.evaluate("val")
     saved = None
     if not settings.anneal_continue:

@@ -20,6 +20,7 @@ come first; the rest by how far they miss.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import math
 import sys
@@ -44,6 +45,7 @@ PROXY_NAMES = {"proxy_accuracy": "annealed", "unannealed_accuracy": "plain", "em
 MAX_STEPS, MAX_SHORTFALL, MAX_SPREAD = 2.0, 0.005, 1.5625
 
 
+@functools.lru_cache(maxsize=None)  # each run's config is read once, not once per grid row
 def _growth_share(run_dir: Path, proxy: str) -> float:
     """The fraction of the recorded growth cost a run reading `proxy` would have trained."""
     cfg = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
