@@ -345,6 +345,61 @@ def test_option_a_resnet_masks_have_no_dangling_units():
     assert dangling_units(layer_graph(model, x), masks) == []
 
 
+class ProjectionNet(nn.Module):
+    """stem -> block (c1 stride 2 -> c2) + 1x1 projection shortcut -> identity block -> Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.c1 = nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False)
+        self.c2 = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.proj = nn.Conv2d(8, 16, 1, stride=2, bias=False)
+        self.d1 = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.d2 = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        h = F.relu(self.stem(x))
+        h = F.relu(self.c2(F.relu(self.c1(h))) + self.proj(h))
+        h = F.relu(self.d2(F.relu(self.d1(h))) + h)
+        return self.fc(F.adaptive_avg_pool2d(h, 1).flatten(1))
+
+
+def walked_layers(model: nn.Module, x: torch.Tensor, n: int, forward: bool) -> list[tuple[str, ...]]:
+    """The layers each of n walks takes an edge in, in layer order."""
+    from growth.seeds.phew import _Walker
+
+    graph = layer_graph(model, x)
+    walker = _Walker(graph, growable_parameters(model), torch.device("cpu"))
+    edges, owner = walker.walks(n, 0, forward, gen(3))
+    starts = torch.tensor(walker.offset)
+    layer = torch.searchsorted(starts, edges, right=True) - 1
+    return [tuple(walker.order[i] for i in sorted(layer[owner == w].tolist())) for w in range(n)]
+
+
+@pytest.mark.parametrize("forward", [True, False])
+def test_walks_follow_the_main_branch_past_identity_shortcuts(forward):
+    # Every layer of these nets is on the main branch: a walk that took an identity shortcut would
+    # miss a block (before, a walk picked uniformly among an add's producers and 96% of the forward
+    # walks through the Option A ResNet skipped at least one block).
+    for model, x in ((SmallResNet(), torch.randn(1, 3, 8, 8)), (OptionANet(), torch.randn(1, 3, 16, 16)),
+                     (small_vit(), vit_input())):
+        every = tuple(layer_graph(model, x).order)
+        assert set(walked_layers(model, x, 300, forward)) == {every}, type(model).__name__
+
+
+@pytest.mark.parametrize("forward", [True, False])
+def test_walks_choose_between_main_branch_and_projection_shortcut(forward):
+    torch.manual_seed(0)
+    model, x = ProjectionNet(), torch.randn(1, 3, 8, 8)
+    main = ("stem.weight", "c1.weight", "c2.weight", "d1.weight", "d2.weight", "fc.weight")
+    shortcut = ("stem.weight", "proj.weight", "d1.weight", "d2.weight", "fc.weight")
+    taken = walked_layers(model, x, 400, forward)
+    assert set(taken) == {main, shortcut}  # the identity block is never skipped
+    # uniform between the two (400 draws: 6 standard deviations either side of 200)
+    assert 140 < taken.count(shortcut) < 260
+
+
 def small_vit(**kw) -> ViT:
     torch.manual_seed(0)
     return ViT(**{"depth": 2, "dim": 64, "heads": 4, **kw})

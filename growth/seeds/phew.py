@@ -6,8 +6,14 @@ units (round-robin) and backward walks from output units (round-robin), alternat
 walk picks the next unit with probability proportional to the L1 norm of the connecting kernel
 (a Conv2d's kh x kw kernel; a Linear's single weight; behind a flatten, the H*W weights joining a
 conv channel to a Linear unit), then one element of that kernel proportional to |w|, and activates
-that edge. Where a unit feeds (or is fed by) several layers, the walk picks one of them uniformly.
-Walks continue until the requested density is reached. The connectivity comes from
+that edge. Where a unit feeds (or is fed by) several layers, the walk picks one of them uniformly,
+except that it never jumps over a layer it could pass through: a candidate reachable from another
+candidate (forward), or one that reaches another (backward), is not offered. At a residual merge the
+walk therefore follows the main branch and never the identity shortcut, and chooses only between
+the main branch and a projection shortcut (a layer of its own on the other side of the add), as
+PHEW's code walks a ResNet along its main branch. (PHEW's code keeps 1x1 projection shortcuts
+dense instead of walking them; here they are walked like every other layer, so the masks keep the
+requested density exactly.) Walks continue until the requested density is reached. The connectivity comes from
 ``growth.topology.layer_graph``, i.e. from tracing the model.
 
 Many walks run at once, but the result is that of running them one after another: within a batch
@@ -69,6 +75,16 @@ class _RowSampler:
         return torch.minimum(torch.maximum(idx, start), start + self.n - 1) - start
 
 
+def _downstream(graph: LayerGraph, index: dict[str, int]) -> list[set[int]]:
+    """For each layer (by index), the indices of every layer downstream of it."""
+    below: list[set[int]] = [set() for _ in index]
+    for name in reversed(graph.order):  # a topological order: successors are done first
+        i = index[name]
+        for succ in graph.successors.get(name, ()):
+            below[i] |= {index[succ]} | below[index[succ]]
+    return below
+
+
 class _Walker:
     def __init__(self, graph: LayerGraph, params: dict[str, nn.Parameter], device: torch.device):
         self.device = device
@@ -100,7 +116,11 @@ class _Walker:
 
         # outgoing: (next layer or -1 for the output, unit offset, next layer's input units)
         # incoming: (previous layer or -1 for the input, unit offset, previous layer's units)
+        # reaches[a][b]: layer b is downstream of layer a; -1 stands for the network input (upstream
+        # of every layer) or output (downstream of every layer)
+        reaches = _downstream(graph, index)
         self.out_links, self.in_links = [], []
+        self.out_skips, self.in_skips = [], []
         for name in self.order:
             outs = [(index[lk.dst] if lk.dst is not None else -1, lk.offset,
                      self.units_in[index[lk.dst]] if lk.dst is not None else 1 << 62) for lk in graph.links_from(name)]
@@ -108,16 +128,27 @@ class _Walker:
                    for lk in graph.links_into(name)]
             self.out_links.append(as_tensors(outs))
             self.in_links.append(as_tensors(ins))
+            # skips[j, k]: link j jumps over link k's layer (its end lies beyond k's, forward; before
+            # k's, backward), so j is not offered where k is
+            self.out_skips.append(self._skips([t for t, _, _ in outs], lambda j, k: k != -1 and (j == -1 or j in reaches[k])))
+            self.in_skips.append(self._skips([t for t, _, _ in ins], lambda j, k: k != -1 and (j == -1 or k in reaches[j])))
 
+        inputs = [link for link in graph.links if link.src is None]
         starts = []
-        for link in graph.links:
-            if link.src is None:
-                i = index[link.dst]
-                lo, hi = max(0, link.offset), min(self.units_in[i], link.offset + link.src_units)
-                starts += [(i, u) for u in range(lo, hi)]
-        ends = [(index[n], u) for n in graph.output_layers for u in range(self.units_out[index[n]])]
+        for link in inputs:
+            i = index[link.dst]
+            if any(i in reaches[index[other.dst]] for other in inputs):
+                continue  # the input reaches this layer through another one too: start there
+            lo, hi = max(0, link.offset), min(self.units_in[i], link.offset + link.src_units)
+            starts += [(i, u) for u in range(lo, hi)]
+        outputs = [index[n] for n in graph.output_layers]
+        ends = [(i, u) for i in outputs if not any(o in reaches[i] for o in outputs) for u in range(self.units_out[i])]
         self.start_layer, self.start_unit = (torch.tensor(c, dtype=torch.long, device=device) for c in zip(*starts))
         self.end_layer, self.end_unit = (torch.tensor(c, dtype=torch.long, device=device) for c in zip(*ends))
+
+    def _skips(self, ends: list[int], jumps) -> torch.Tensor | None:
+        skips = torch.tensor([[j != k and jumps(j, k) for k in ends] for j in ends], dtype=torch.bool, device=self.device)
+        return skips if bool(skips.any()) else None
 
     def _step(self, i, unit_from, forward, generator):
         """One layer of a batch of walks: returns (edge ids, next layer, next unit)."""
@@ -126,11 +157,13 @@ class _Walker:
             o = self.fwd[i].sample(u, generator)
             reached = o
             targets, offsets, bounds = self.out_links[i]
+            skips = self.out_skips[i]
         else:
             o = unit_from
             u = self.bwd[i].sample(o, generator)
             reached = u
             targets, offsets, bounds = self.in_links[i]
+            skips = self.in_skips[i]
         pair = o * self.units_in[i] + u
         edges = self.offset[i] + pair * self.kernel[i] + self.elem[i].sample(pair, generator)
         if len(targets) == 0:  # a layer whose output reaches nothing growable nor the output
@@ -138,6 +171,8 @@ class _Walker:
         # a unit may continue into several layers: pick one uniformly among those it connects to
         shifted = reached.unsqueeze(1) + offsets if forward else reached.unsqueeze(1) - offsets
         eligible = (shifted >= 0) & (shifted < bounds)
+        if skips is not None:  # drop a link that jumps over another this unit could take
+            eligible &= ~(eligible.to(torch.float32) @ skips.t().to(torch.float32)).bool()
         count = eligible.sum(1)
         if len(targets) == 1:
             choice = torch.zeros_like(count)
