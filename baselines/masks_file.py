@@ -20,10 +20,10 @@ from typing import Optional
 import torch
 
 from growth.config import MethodConfig
-from growth.config.checks import key, nonempty, one_of
+from growth.config.checks import key, one_of, satisfies
 from growth.errors import ConfigError
 from growth.kinds import DATASETS
-from growth.fixed import FixedDensityRun
+from growth.fixed import FixedDensityRun, find_reference
 from growth.masks import Masks, check_masks_fit, density
 from growth.methods import register_method
 
@@ -46,9 +46,20 @@ def read_masks_file(path: str | Path) -> Masks:
     return {name: m.to(torch.bool) for name, m in masks.items()}
 
 
+def masks_source(cfg) -> Path:
+    """method.file, or with budget.snapshot=k the reference run's snapshots/round_k.pt."""
+    if cfg.method.file is not None:
+        return Path(cfg.method.file)
+    return find_reference(cfg) / "snapshots" / f"round_{int(cfg.budget.snapshot):03d}.pt"
+
+
+def source_name(cfg) -> str:
+    return f"method.file={cfg.method.file!r}" if cfg.method.file is not None else f"the reference's snapshot budget.snapshot={cfg.budget.snapshot}"
+
+
 def check_fit(masks: Masks, model, cfg) -> None:
     try:
-        check_masks_fit(masks, model, source=f"method.file={cfg.method.file!r}")
+        check_masks_fit(masks, model, source=source_name(cfg))
     except ValueError as exc:
         raise ConfigError(f"{exc} (model={cfg.model.name}, dataset={cfg.dataset.name})") from None
 
@@ -58,7 +69,7 @@ def check_masks_file(cfg) -> Masks:
     from growth.data import dataset_shape
     from growth.models import build_on_meta
 
-    masks = read_masks_file(cfg.method.file)
+    masks = read_masks_file(masks_source(cfg))
     model = build_on_meta(cfg.model, cfg.dataset)
     if model is not None:
         shape = dataset_shape(cfg.dataset)
@@ -73,22 +84,27 @@ def check_masks_file(cfg) -> Masks:
                     checked[n] = torch.ones(w.shape, dtype=torch.bool)
         check_fit(checked, model, cfg)
     if not any(bool(m.any()) for m in masks.values()):
-        raise ConfigError(f"method.file={cfg.method.file!r}: every mask is empty (density 0)")
+        raise ConfigError(f"{source_name(cfg)}: every mask is empty (density 0)")
     return masks
 
 
 @dataclass
 class MasksFileConfig(MethodConfig):
     # A masks file (growth.masks.save_masks) or a growth run's snapshots/round_NNN.pt: the mask
-    # to train; its density is the run's density.
-    file: Optional[str] = key(None, nonempty("the path of a masks file or of a run's snapshots/round_NNN.pt"))
+    # to train; its density is the run's density. null with budget.match and budget.snapshot=k:
+    # the reference run's snapshot of round k (how a study runs it at the reference's densities).
+    file: Optional[str] = key(None, satisfies(lambda x: x is None or x != "", "the path of a masks file or of a run's snapshots/round_NNN.pt"))
     # As for the other fixed-density methods: fan_in rescales the surviving initial weights.
     rescale: str = key("fan_in", one_of("fan_in", "none"))
 
 
 def masks_problems(cfg) -> list[str]:
-    if cfg.budget.snapshot is not None:
-        return [f"budget.snapshot={cfg.budget.snapshot} does not apply to method=masks: the file gives the density"]
+    if cfg.method.file is not None and cfg.budget.snapshot is not None:
+        return [f"method.file and budget.snapshot={cfg.budget.snapshot} are both set: give the masks one way, "
+                "a file or the reference's snapshot, not two"]
+    if cfg.method.file is None and cfg.budget.snapshot is None:
+        return ["method.file=None is invalid: the path of a masks file or of a run's snapshots/round_NNN.pt "
+                "(or budget.match with budget.snapshot=k: the reference's snapshot of round k)"]
     return []
 
 
@@ -99,10 +115,13 @@ class MasksFileRun(FixedDensityRun):
 
     @classmethod
     def precheck(cls, cfg) -> None:
-        check_masks_file(cfg)
         super().precheck(cfg)
+        if cfg.method.file is not None or masks_source(cfg).is_file():  # a round never reached is a no-op
+            check_masks_file(cfg)
 
     def target_density(self) -> float | None:
+        if self.cfg.method.file is None and not masks_source(self.cfg).is_file():
+            return None  # the reference never reached round budget.snapshot
         self.file_masks = check_masks_file(self.cfg)
         check_fit(self.file_masks, self.model, self.cfg)  # the model of the data as loaded (ImageNet's folders decide its class count)
         return density(self.file_masks)
@@ -111,12 +130,15 @@ class MasksFileRun(FixedDensityRun):
         state = super().initial_state()
         # The run's identity holds the file's path; the content it trained is recorded (a resumed
         # run takes its masks from its checkpoint, not from the file).
-        state["masks_sha256"] = hashlib.sha256(Path(self.cfg.method.file).read_bytes()).hexdigest()
+        if self.density_target is not None:
+            state["masks_sha256"] = hashlib.sha256(masks_source(self.cfg).read_bytes()).hexdigest()
         return state
 
     def build_masks(self) -> Masks:
-        self.ctx.progress(f"masks from {self.cfg.method.file}, density {self.density_target:.4%}")
+        self.ctx.progress(f"masks from {masks_source(self.cfg)}, density {self.density_target:.4%}")
         return {n: m.to(self.ctx.device) for n, m in self.file_masks.items()}
 
     def summary_fields(self) -> dict:
-        return {**super().summary_fields(), "masks_file": str(self.cfg.method.file), "masks_sha256": self.state.get("masks_sha256")}
+        source = masks_source(self.cfg)
+        source = str(source) if self.cfg.method.file is not None or source.is_file() else None
+        return {**super().summary_fields(), "masks_file": source, "masks_sha256": self.state.get("masks_sha256")}

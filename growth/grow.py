@@ -22,7 +22,7 @@ from growth.methods import MethodRun, RunContext, register_method
 from growth.proxy import PROXY_SIGNALS, read_proxy, weight_average
 from growth.scores import ScoreInputs
 from growth.seeds import build_seed, rescale_fan_in
-from growth.selection import edges_to_grow, grow_masks
+from growth.selection import edges_to_grow, grow_masks, nearest_rounds
 from growth.timing import AdaptiveRoundTimer
 
 
@@ -201,6 +201,11 @@ class GrowthRun(MethodRun):
             return []
         if which == "all":
             return [s["round"] for s in self.state["snapshots"]]
+        if which == "listed":
+            snaps = sorted(self.state["snapshots"], key=lambda s: s["round"])
+            near = [snaps[i]["round"] for i in nearest_rounds([s["density"] for s in snaps], list(self.cfg.extensive.densities))]
+            discovered = self.state["discovered_round"]
+            return sorted(set(near) | ({discovered} if discovered is not None else set()))
         return [self.state["discovered_round"]]
 
     # ---------------------------------------------------------------- extensive training

@@ -90,3 +90,11 @@ def edges_to_grow(masks: Masks, growth_ratio: float, max_density: float) -> int:
     cap = min(total, math.floor(max_density * total + 1e-9)) - active
     n_new = round((growth_ratio - 1.0) * active)
     return max(0, min(max(n_new, 1), cap))
+
+
+def nearest_rounds(round_densities: list[float], wanted: list[float]) -> list[int]:
+    """The rounds whose density is nearest (in log density) to each wanted density, in order, once each."""
+    if not round_densities:
+        return []
+    picked = {min(range(len(round_densities)), key=lambda r: abs(math.log(round_densities[r] / d))) for d in wanted}
+    return sorted(picked)

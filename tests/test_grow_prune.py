@@ -83,6 +83,6 @@ def test_a_study_takes_the_new_methods_in_its_lists(tmp_path):
     validate(cfg)
     stage1 = {j.label for j in plan_independent(cfg.study)}
     assert {"grow_prune/s0", "imp_c/s0", "dense/s0", "pwmpr/s0"} <= stage1
-    stage2 = plan_matched(cfg.study, 0, tmp_path / "ref", 2, ["pwmpr/s0"])
+    stage2 = plan_matched(cfg.study, 0, tmp_path / "ref", [0, 1], ["pwmpr/s0"])
     assert {j.label.split("/")[0] for j in stage2} == {"phew", "rigl", "set", "snip", "grasp", "synflow"}
     assert all("budget.match=pwmpr" in j.overrides and j.depends_on == ["pwmpr/s0"] for j in stage2)

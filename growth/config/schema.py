@@ -157,10 +157,17 @@ class GrowthConfig:
     gradient_batches: int = key(4, at_least(1))
 
 
+_DENSITY_LIST = satisfies(lambda xs: xs is None or each(density()).test(xs) and len(xs) > 0,
+                          "null or a non-empty list of densities in (0, 1]")
+
+
 @dataclass
 class ExtensiveConfig:
-    # discovered: train the discovered density; all: every snapshot; none: skip.
-    which: str = key("discovered", one_of("discovered", "all", "none"))
+    # discovered: train the discovered density; all: every snapshot; listed: the snapshots nearest
+    # extensive.densities (and the discovered one); none: skip.
+    which: str = key("discovered", one_of("discovered", "all", "listed", "none"))
+    # With which=listed: densities (fractions) whose nearest snapshot is trained, e.g. [0.02,0.05].
+    densities: Optional[list[float]] = key(None, _DENSITY_LIST)
     # continue: from the snapshot's weights; rewind: the initial weights; reinit: fresh weights.
     init: str = key("continue", one_of("continue", "rewind", "reinit"))
 
@@ -239,6 +246,10 @@ class StudyConfig:
     # "study.method_overrides.imp_c=['method.min_density=0.05']"
     method_overrides: dict[str, list[str]] = field(default_factory=dict)
     max_density: float = key(0.5, density())
+    # null: the growth methods train every snapshot and the matched methods run at every round's
+    # density; a list: only the reference's rounds nearest these densities (growth methods train
+    # those snapshots and their discovered one), e.g. [0.02,0.05,0.1,0.2].
+    densities: Optional[list[float]] = key(None, _DENSITY_LIST)
     # A registered study executor (growth.study): local runs in this process (workers=1) or in
     # local worker processes; slurm: every run a SLURM job, the order expressed as job dependencies.
     executor: str = key("local", registered("executor", "local or slurm"))

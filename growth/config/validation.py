@@ -149,6 +149,15 @@ def proxy_problems(cfg: DictConfig) -> list[str]:
     return []
 
 
+def extensive_problems(cfg: DictConfig) -> list[str]:
+    e = cfg.extensive
+    if e.which == "listed" and e.densities is None:
+        return ["extensive.which='listed' needs extensive.densities: the densities whose nearest snapshots to train, e.g. extensive.densities=[0.02,0.05]"]
+    if e.which != "listed" and e.densities is not None:
+        return [f"extensive.densities={list(e.densities)} applies only with extensive.which=listed (it is {e.which!r})"]
+    return []
+
+
 def budget_problems(cfg: DictConfig) -> list[str]:
     from growth.kinds import METHODS
 
@@ -211,7 +220,7 @@ def study_problems(cfg: DictConfig) -> list[str]:
 
 
 # Rules that relate one section to another (the rest lives in the schemas and the entries).
-CROSS_SECTION_RULES = (schema_problems, growth_problems, proxy_problems, budget_problems, trainer_problems, study_problems, model_fit_problems, output_problems)
+CROSS_SECTION_RULES = (schema_problems, growth_problems, proxy_problems, extensive_problems, budget_problems, trainer_problems, study_problems, model_fit_problems, output_problems)
 
 
 def validate(cfg: DictConfig) -> None:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from growth import records
 from growth.errors import ConfigError
+from growth.selection import nearest_rounds
 
 log = logging.getLogger("growth")
 
@@ -33,7 +34,10 @@ STUDY_EXECUTION_KEYS = ("executor", "workers", "wait", "poll_seconds", "slurm")
 def study_identity(st: DictConfig, base_overrides: Sequence[str]) -> str:
     """A hash of what the study computes: its own settings less execution, and the overrides
     that change its runs (those a run's identity ignores, such as output or logger, left out)."""
-    settings = {k: v for k, v in OmegaConf.to_container(st, resolve=True).items() if k not in STUDY_EXECUTION_KEYS}
+    # A setting at null and a method without overrides are left out, so that an optional key or a
+    # method added later renames no existing study.
+    settings = {k: v for k, v in OmegaConf.to_container(st, resolve=True).items() if k not in STUDY_EXECUTION_KEYS and v is not None}
+    settings["method_overrides"] = {m: o for m, o in settings.get("method_overrides", {}).items() if o}
     overrides = sorted(o for o in base_overrides if not _under(override_key(o), records.IDENTITY_EXCLUDED))
     ident = json.dumps({"study": settings, "overrides": overrides}, sort_keys=True)
     return hashlib.sha256(ident.encode()).hexdigest()[:10]
@@ -73,23 +77,25 @@ def plan_independent(st) -> list[Job]:
     for seed in st.seeds:
         for m in st.baselines:
             jobs.append(Job(f"{m}/s{seed}", [f"method={m}", f"seed={seed}"], 1))
+        extensive = ["extensive.which=all"] if st.densities is None else [
+            "extensive.which=listed", f"extensive.densities=[{','.join(str(d) for d in st.densities)}]"]
         for m in st.growth_methods:
             jobs.append(
                 Job(
                     f"{m}/s{seed}",
-                    [f"method={m}", f"seed={seed}", "extensive.which=all", "growth.stop.keep_growing=true", f"growth.max_density={st.max_density}"],
+                    [f"method={m}", f"seed={seed}", *extensive, "growth.stop.keep_growing=true", f"growth.max_density={st.max_density}"],
                     1,
                 )
             )
     return jobs
 
 
-def plan_matched(st, seed: int, reference_dir: Path, rounds: int, depends_on: list[str]) -> list[Job]:
-    """Fixed-density runs at the densities of the reference's rounds 0..rounds-1, each with its
-    budget matched to the reference at that density (budget.snapshot names the round)."""
+def plan_matched(st, seed: int, reference_dir: Path, rounds: list[int], depends_on: list[str]) -> list[Job]:
+    """Fixed-density runs at the densities of the reference's given rounds, each with its budget
+    matched to the reference at that density (budget.snapshot names the round)."""
     jobs = []
     for m in st.matched_methods:
-        for k in range(rounds):
+        for k in rounds:
             jobs.append(
                 Job(
                     f"{m}/s{seed}/r{k:03d}",
@@ -101,20 +107,31 @@ def plan_matched(st, seed: int, reference_dir: Path, rounds: int, depends_on: li
     return jobs
 
 
-def finished_rounds(run_dir: Path) -> int:
+def finished_round_densities(run_dir: Path) -> list[float]:
     with open(Path(run_dir) / "rounds.csv", newline="") as f:
-        return len(list(csv.DictReader(f)))
+        return [float(row["density"]) for row in csv.DictReader(f)]
+
+
+def predicted_round_densities(cfg: DictConfig) -> list[float]:
+    """The densities of the rounds a growth run of this config can have at most (an upper bound:
+    growth densities are geometric, capped by max_density and max_rounds)."""
+    g = cfg.growth
+    d, out = g.seed_density, [g.seed_density]
+    while d < g.max_density and len(out) < g.max_rounds:
+        d = min(d * g.growth_ratio, g.max_density)
+        out.append(d)
+    return out + [d]  # one spare round: edge counts round, a run may take one step more
 
 
 def predicted_rounds(cfg: DictConfig) -> int:
-    """How many rounds a growth run of this config can have at most (an upper bound: growth
-    densities are geometric, capped by max_density and max_rounds)."""
-    g = cfg.growth
-    d, n = g.seed_density, 1
-    while d < g.max_density and n < g.max_rounds:
-        d = min(d * g.growth_ratio, g.max_density)
-        n += 1
-    return n + 1  # one spare round: edge counts round, a run may take one step more
+    return len(predicted_round_densities(cfg))
+
+
+def matched_rounds(st, round_densities: list[float]) -> list[int]:
+    """Every round, or with study.densities the rounds nearest those densities."""
+    if st.densities is None:
+        return list(range(len(round_densities)))
+    return nearest_rounds(round_densities, list(st.densities))
 
 
 class StudyPlan:
@@ -172,8 +189,8 @@ class StudyPlan:
         ref_dir = records.run_dir_for(ref_cfg)
         summary = records.read_summary(ref_dir)
         done = bool(summary) and summary.get("status") == "finished"
-        rounds = finished_rounds(ref_dir) if done else predicted_rounds(ref_cfg)
-        return plan_matched(self.st, seed, ref_dir, rounds, [] if done else [ref.label])
+        densities = finished_round_densities(ref_dir) if done else predicted_round_densities(ref_cfg)
+        return plan_matched(self.st, seed, ref_dir, matched_rounds(self.st, densities), [] if done else [ref.label])
 
     def write(self, seconds: float | None) -> None:
         data = {
