@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import FAST, REPO, compose_cfg
 
-PACKAGES = ("growth", "baselines", "analysis")
+PACKAGES = ("growth", "baselines", "analysis", "growth_cli")
 
 
 # ------------------------------------------------------------------ imports
@@ -106,6 +106,14 @@ def test_growth_imports_neither_baselines_nor_analysis():
     upward = {m: sorted(d for d in deps if d.split(".")[0] in ("baselines", "analysis"))
               for m, deps in module_imports().items() if m.split(".")[0] == "growth"}
     assert {m: d for m, d in upward.items() if d} == {}
+
+
+def test_only_the_command_line_imports_the_command_line():
+    graph = module_imports()
+    below = {m: sorted(d for d in deps if d.split(".")[0] == "growth_cli")
+             for m, deps in graph.items() if m.split(".")[0] != "growth_cli"}
+    assert {m: d for m, d in below.items() if d} == {}
+    assert any(d.startswith("analysis") for d in graph["growth_cli.launch"])  # the layer above analysis
 
 
 def test_the_schema_is_a_leaf():
