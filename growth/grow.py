@@ -151,8 +151,10 @@ class GrowthRun(MethodRun):
             self.state["phase"] = "extensive"
             self.state["extensive_queue"] = self.extensive_queue()
         self.state["rounds"] = history
-        self.checkpoint()
+        # Logged before the checkpoint, so the logger's step in it counts this row: a resumed run
+        # neither writes it again nor reuses its step.
         self.ctx.logger.log_round(row)
+        self.checkpoint()
 
     def grow(self, n_new: int) -> tuple[int, int]:
         scores = self.score_fn(self.score_inputs())

@@ -121,6 +121,7 @@ class MethodRun:
             _set_rng_state(self.gens, saved["rng"])
             self._saved_optimizer = saved["optimizer"]
             self.engine.resume_steps(int(self.state.get("engine_step", 0)))
+            self.ctx.logger.resume_at(int(self.state.get("logger_step", 0)))
             self.ctx.progress(f"resuming {self.run_dir}")
         self.state["warnings"] = [*self.state.get("warnings", []), *getattr(self.ctx, "checkpoint_warnings", [])]
         self.engine.set_masks(self.masks)
@@ -133,6 +134,7 @@ class MethodRun:
     def checkpoint(self) -> None:
         self.ledger.add_seconds(self.ctx.elapsed())
         self.state["engine_step"] = self.engine.step
+        self.state["logger_step"] = self.ctx.logger.step
         self.ctx.save_checkpoint(
             {
                 "version": 2,

@@ -4,12 +4,10 @@ failures that must not touch training, and no API key in anything a run writes."
 import csv
 import json
 import logging
-import struct
 import subprocess
 import sys
 import time
 import types
-import zlib
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from growth.loggers import WANDB_ID_FILE, RunLogger, WandbLogger, build_logger, derive_wandb_id, flat_config
+from growth.loggers.wandb_files import parse_offline_run as parse_wandb_folder
+from growth.loggers.wandb_files import read_wandb_records
 from growth.run import run
 from tests.conftest import REPO
 
@@ -43,86 +43,14 @@ def wandb_home(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------ reading W&B's offline files
 
-_BLOCK = 32768  # W&B's transaction log: LevelDB log format, 32 KiB blocks, 7-byte record headers
-
-
-def read_wandb_records(path: Path) -> list:
-    """Every record of a `run-<id>.wandb` file, parsed with W&B's own protobuf definitions."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data = path.read_bytes()
-    ident, magic, _version = struct.unpack("<4sHB", data[:7])
-    assert ident == b":W&B" and magic == 0xBEE1, "not a W&B transaction log"
-    pos, chunks, pending = 7, [], b""
-    while pos + 7 <= len(data):
-        left = _BLOCK - pos % _BLOCK
-        if left < 7:  # block trailer
-            pos += left
-            continue
-        crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if (crc, length, kind) == (0, 0, 0):
-            pos += left
-            continue
-        if pos + 7 + length > len(data):  # a record still being written
-            break
-        chunk = data[pos + 7 : pos + 7 + length]
-        assert zlib.crc32(chunk, zlib.crc32(bytes([kind]))) & 0xFFFFFFFF == crc, f"bad checksum at {pos}"
-        pos += 7 + length
-        if kind == 1:
-            chunks.append(chunk)
-        elif kind == 2:
-            pending = chunk
-        elif kind == 3:
-            pending += chunk
-        elif kind == 4:
-            chunks.append(pending + chunk)
-            pending = b""
-    records = []
-    for chunk in chunks:
-        record = pb.Record()
-        record.ParseFromString(chunk)
-        records.append(record)
-    return records
-
-
-def _items(items) -> dict:
-    out: dict = {}
-    for i in items:
-        path = [i.key] if i.key else list(i.nested_key)
-        node = out
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = json.loads(i.value_json)
-    return out
-
-
 def parse_offline_run(run_path: Path, timeout: float = 30.0) -> dict:
     """The run's records once W&B's service has written them: `finish()` returns before the
     service has flushed its log to disk, so wait for the exit record."""
     (log_file,) = run_path.glob("run-*.wandb")
     deadline = time.monotonic() + timeout
-    while True:
-        records = read_wandb_records(log_file)
-        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
-            break
+    while not any(r.WhichOneof("record_type") == "exit" for r in read_wandb_records(log_file)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    out = {"history": [], "summary": {}, "config": {}, "metrics": [], "run": None, "exit_code": None}
-    for r in records:
-        kind = r.WhichOneof("record_type")
-        if kind == "run":
-            out["run"] = r.run
-            out["config"].update(_items(r.run.config.update))
-        elif kind == "config":
-            out["config"].update(_items(r.config.update))
-        elif kind == "history":
-            out["history"].append(_items(r.history.item))
-        elif kind == "summary":
-            out["summary"].update(_items(r.summary.update))
-        elif kind == "metric":
-            out["metrics"].append(r.metric)
-        elif kind == "exit":
-            out["exit_code"] = r.exit.exit_code
-    return out
+    return parse_wandb_folder(run_path)
 
 
 def offline_runs(run_dir: Path) -> list[Path]:
@@ -210,7 +138,7 @@ class _FullDiskRun:
     def define_metric(self, *a, **k):
         pass
 
-    def log(self, data):
+    def log(self, data, step=None):
         self.calls += 1
         raise OSError(28, "No space left on device")
 
@@ -317,8 +245,71 @@ def test_a_resumed_run_continues_the_same_wandb_run(make_cfg, monkeypatch, wandb
     assert len([h for h in first["history"] if "growth/density" in h]) == 3
     assert not [h for h in second["history"] if "growth/density" in h]  # rounds were not redone
     assert [h["extensive_2/epoch"] for h in second["history"] if "extensive_2/epoch" in h] == [1, 2, 3]
+    # explicit steps: the resumed part continues the history where the first stopped
+    assert_one_history(first, second)
     # W&B's own CLI sees both parts as runs to upload (no upload happens: --dry-run)
     out = subprocess.run([sys.executable, "-m", "wandb", "sync", "--dry-run", *map(str, offline_runs(run_dir))],
                          capture_output=True, text=True, timeout=120, cwd=REPO)
     text = out.stdout + out.stderr
     assert out.returncode == 0 and "Would sync 2 run(s)" in text, text
+
+
+def steps(part: dict) -> list[int]:
+    return [int(h["_step"]) for h in part["history"]]
+
+
+def assert_one_history(*parts: dict) -> None:
+    """Every step once over the attempts, in order, with no gap: one history in pieces."""
+    together = [s for p in parts for s in steps(p)]
+    assert together == list(range(len(together))), together
+
+
+@pytest.mark.slow
+def test_a_run_killed_between_a_log_and_its_checkpoint_writes_no_step_twice_and_rebuilds_as_one(
+        make_cfg, monkeypatch, wandb_home):
+    """The work after the last checkpoint is redone on resume; its rows, already written by the
+    first attempt, are not written again. The rebuild joins the attempts into one offline run."""
+    from growth.loggers.wandb_files import main as rebuild_main
+    from growth.methods import MethodRun
+
+    cfg = make_cfg("logger=wandb", "growth.max_rounds=3", "trainer.epochs=3")
+    original, killed = MethodRun.checkpoint, []
+
+    def dies_after_the_second_extensive_epoch(self):
+        progress = self.state["progress"].get("extensive:2", {})
+        if progress.get("epoch") == 2 and not killed:  # its row is written, its checkpoint not
+            killed.append(True)
+            raise RuntimeError("node preempted")
+        original(self)
+
+    monkeypatch.setattr(MethodRun, "checkpoint", dies_after_the_second_extensive_epoch)
+    with pytest.raises(RuntimeError, match="preempted"):
+        run(cfg)
+    monkeypatch.setattr(MethodRun, "checkpoint", original)
+    summary = run(cfg)
+    run_dir = Path(summary["run_dir"])
+    first, second = (parse_offline_run(p) for p in offline_runs(run_dir))
+    assert_one_history(first, second)
+    epochs = [(h["_step"], h["extensive_2/epoch"]) for p in (first, second) for h in p["history"] if "extensive_2/epoch" in h]
+    assert [e for _, e in epochs] == [1, 2, 3]  # epoch 2, redone after the kill, is there once
+    assert [h["extensive_2/epoch"] for h in first["history"] if "extensive_2/epoch" in h] == [1, 2]
+
+    assert rebuild_main([str(run_dir)]) == 0
+    (rebuilt,) = (run_dir / "wandb_rebuilt" / "wandb").glob("offline-run-*")
+    whole = parse_offline_run(rebuilt)
+    assert whole["run"].run_id == first["run"].run_id and whole["exit_code"] == 0
+    assert steps(whole) == steps(first) + steps(second)
+    (table_row,) = [h for h in whole["history"] if "performance_density" in h]
+    table = json.loads((rebuilt / "files" / table_row["performance_density"]["path"]).read_text())
+    assert len(table["data"]) == len(read_csv(run_dir / "curve.csv")) and "test_accuracy" in table["columns"]
+    originals = {int(h["_step"]): h for p in (first, second) for h in p["history"]}
+    for h in whole["history"]:
+        old = originals[int(h["_step"])]
+        plain = lambda row: {k: v for k, v in row.items() if not k.startswith("_") and not isinstance(v, dict)}
+        assert plain(h) == plain(old) and ("performance_density" in h) == ("performance_density" in old)
+    assert whole["summary"]["status"] == "finished" and whole["summary"]["test_accuracy"] == pytest.approx(summary["test_accuracy"])
+    out = subprocess.run([sys.executable, "-m", "wandb", "sync", "--dry-run", str(rebuilt)], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0 and "Would sync 1 run(s)" in out.stdout + out.stderr
+    # not a W&B run: one line, exit 2
+    bad = subprocess.run([sys.executable, "-m", "growth.loggers.wandb_files", str(run_dir / "snapshots")], capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr

@@ -16,7 +16,16 @@ from growth.kinds import LOGGERS
 
 
 class RunLogger:
-    """No-op logger; subclasses mirror records somewhere else."""
+    """No-op logger; subclasses mirror records somewhere else.
+
+    `step` is the next history step. The run keeps it in its checkpoint and hands it back on
+    resume (`resume_at`), so a resumed or requeued run continues the history where its checkpoint
+    left it instead of starting again at 0."""
+
+    step: int = 0
+
+    def resume_at(self, step: int) -> None:
+        self.step = int(step)
 
     def log_round(self, row: dict) -> None: ...
 

@@ -50,6 +50,9 @@ class WandbLoggerConfig(LoggerConfig):
 
 
 WANDB_ID_FILE = "wandb_id.txt"
+# The history steps already written by earlier attempts of this run (one past the last): a resumed
+# run redoes the work after its checkpoint, and its steps below this mark are not logged again.
+WANDB_STEP_FILE = "wandb_step.txt"
 _RESERVED = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -76,6 +79,14 @@ def wandb_run_id(run_dir: Path) -> str:
     run_id = derive_wandb_id(run_dir)
     atomic_write_text(path, run_id + "\n")
     return run_id
+
+
+def logged_steps(run_dir: Path) -> int:
+    path = Path(run_dir) / WANDB_STEP_FILE
+    try:
+        return int(path.read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return 0
 
 
 def _phase_key(phase: str) -> str:
@@ -139,6 +150,8 @@ class WandbLogger(RunLogger):
             run_id = None
         else:
             run_id = wandb_run_id(self.run_dir)
+        self.mode = mode
+        self.logged_until = logged_steps(self.run_dir)
         wandb_dir = Path(self.lcfg.dir).expanduser() if self.lcfg.dir else self.run_dir
         wandb_dir.mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(
@@ -163,6 +176,17 @@ class WandbLogger(RunLogger):
         self.run.define_metric("curve/density")
         self.run.define_metric("curve/*", step_metric="curve/density")
 
+    def _log(self, data: dict) -> None:
+        """One history row at the next step: written once over every attempt of the run."""
+        if self.step >= self.logged_until:
+            self.run.log(data, step=self.step)
+            self.logged_until = self.step + 1
+            if self.mode != "disabled":
+                from growth.records import atomic_write_text
+
+                atomic_write_text(self.run_dir / WANDB_STEP_FILE, f"{self.logged_until}\n")
+        self.step += 1
+
     # ------------------------------------------------------------ hooks
 
     def log_round(self, row: dict) -> None:
@@ -179,7 +203,7 @@ class WandbLogger(RunLogger):
                 data["growth/layer_density/" + key.split(":", 1)[1]] = value
             else:
                 data["growth/" + key] = value
-        self.run.log(data)
+        self._log(data)
         if row.get("stop"):
             self.run.summary["growth/stop_reason"] = row.get("stop_reason", "")
 
@@ -195,7 +219,7 @@ class WandbLogger(RunLogger):
             self._phases.add(key)
         data = {f"{key}/epoch": epoch}
         data.update({f"{key}/{k}": v for k, v in metrics.items() if _history_value(v) is not None})
-        self.run.log(data)
+        self._log(data)
 
     def log_records(self, summary: dict, curve: list[dict]) -> None:
         if self.run is not None:
@@ -210,10 +234,10 @@ class WandbLogger(RunLogger):
             columns.extend(k for k in row if k not in columns)
         if curve:
             table = wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in curve])
-            self.run.log({"performance_density": table})
+            self._log({"performance_density": table})
         for row in curve:
             point = {f"curve/{k}": _history_value(v) for k, v in row.items()}
-            self.run.log({k: v for k, v in point.items() if v is not None})
+            self._log({k: v for k, v in point.items() if v is not None})
 
     def finish(self, status: str) -> None:
         if self.run is not None:
