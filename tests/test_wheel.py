@@ -47,6 +47,7 @@ def test_the_configs_are_package_data_of_the_wheel(tmp_path):
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "growth-launch = growth_cli.launch:cli" in text and "growth-analysis = analysis.__main__:main" in text
+    assert "growth-export = growth.export:main" in text
     assert not any(n.startswith(("tests/", "scripts/")) for n in names)
     assert (REPO / "conf").resolve() == (REPO / "growth_cli" / "conf").resolve()  # a checkout's conf/ is the same files
 
