@@ -231,9 +231,10 @@ def _dim_arg(args, kwargs, position: int, *names: str):
 
 
 class _Tracer(TorchFunctionMode):
-    def __init__(self, growable: dict[int, str]):
+    def __init__(self, growable: dict[int, str], names: dict[int, str] | None = None):
         super().__init__()
         self.growable = growable  # id(parameter) -> name
+        self.names = names or {}  # id(parameter) -> name, every parameter (for error messages)
         self.info: dict[int, _Units | _Poison] = {}
         self.keep: list[torch.Tensor] = []  # keeps traced tensors alive so their ids stay unique
         self.layers: dict[str, Layer] = {}
@@ -607,7 +608,9 @@ class _Tracer(TorchFunctionMode):
         value = self.get(x)
         if name is None:
             if isinstance(value, _Units) or isinstance(value, _Poison):
-                self.set(out, _Poison(f"a {op} whose weight is not growable"))
+                weight_name = self.names.get(id(weight))
+                which = f" '{weight_name}'" if weight_name else ""
+                self.set(out, _Poison(f"{op} whose weight{which} is not growable"))
             return
         if value is None:
             raise UnsupportedTopologyError(
@@ -684,7 +687,7 @@ def layer_graph(model: nn.Module, example_input: torch.Tensor) -> LayerGraph:
     if first is not None:
         example_input = example_input.to(first.device)
     modes = {m: m.training for m in model.modules()}
-    tracer = _Tracer(growable)
+    tracer = _Tracer(growable, {id(p): n for n, p in params.items()})
     x = example_input.detach().clone()
     if x.dim() < 2:
         raise UnsupportedTopologyError(f"example_input needs a batch dimension, got shape {tuple(x.shape)}")

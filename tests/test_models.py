@@ -71,7 +71,8 @@ def conv_and_linear_weights(model: nn.Module) -> list[str]:
 
 
 def test_every_registered_model_has_a_config_and_a_spec():
-    assert sorted(MODELS) == sorted(SPECS)
+    # custom builds whatever model.target names: tests/test_custom_model.py covers it
+    assert sorted(set(MODELS) - {"custom"}) == sorted(SPECS)
 
 
 @pytest.mark.parametrize("name", NAMES)

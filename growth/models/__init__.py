@@ -13,17 +13,22 @@ this package's modules, so a new model is one new module here plus one yaml.
 | ``resnet18`` | ResNet-18 with a 3x3 stride-1 stem and no max pool, for 64x64 | resnet | ``ResNet18Config`` |
 | ``resnet50`` | torchvision's ResNet-50 | resnet | ``ResNet50Config`` |
 | ``vit`` | small ViT for 64x64 (patch 8, width 256, depth 6, 8 heads) | vit | ``ViTConfig`` |
+| ``custom`` | any ``nn.Module`` by import path, e.g. ``torchvision.models.resnet18`` | custom | ``CustomModelConfig``: ``target``, ``kwargs``, ``growable`` |
 
 Every model is a plain ``nn.Module`` (it pickles), takes inputs of shape (N, *input_shape) and
-lists its growable weights with ``growable_weights()`` (every Linear and Conv2d weight; no model
-excludes any). Image models take their input channels from ``input_shape``. The CIFAR ResNets
-share one schema: ``depth`` must be the one the name says (a contradiction is a ConfigError, so a
-run's record never shows a ResNet-56 named resnet20), ``shortcut`` is A (default) or B.
+lists its growable weights with ``growable_weights()`` (every Linear and Conv2d weight; only a
+``custom`` model given ``model.growable`` excludes any). The built-in image models take their
+input channels from ``input_shape``. The CIFAR ResNets share one schema: ``depth`` must be the
+one the name says (a contradiction is a ConfigError, so a run's record never shows a ResNet-56
+named resnet20), ``shortcut`` is A (default) or B.
 
 A model's checks live in its builder, which raises ConfigError when the settings or the input
 cannot fit the model: most need the dataset's input shape, and validation builds the selected
 model on the meta device against it (growth.config.validation), so each problem is found once,
-with one message. The entries therefore carry no validator of their own.
+with one message. The entries therefore carry no validator of their own, except ``custom``: its
+validator also checks the output shape on the dataset's inputs and, when the run walks the layer
+graph (a PHEW seed, ``method=phew``), that the tracer follows the model (docs/extending.md, "Your
+own model").
 """
 
 from __future__ import annotations
