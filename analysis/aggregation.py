@@ -1,6 +1,7 @@
 """From the tidy table to what figures and tables show: one dataset/model's rows, the finished
-curve points, series in their order, seeds' statistics per density, the dense reference and the
-discovered points. Which methods are which comes from their records (:mod:`analysis.methods`)."""
+curve points, series in their order, seeds' statistics per density (mean, range, 95% bootstrap
+interval) and the band drawn from them, the dense reference and the discovered points. Which
+methods are which comes from their records (:mod:`analysis.methods`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.methods import CURVE_PHASES, MethodInfo, info_of, method_info
+from analysis.statistics import MIN_SEEDS_FOR_INTERVAL, bootstrap_interval
 
 # Points of different seeds within this density factor are one point of the mean curve.
 SAME_DENSITY = 1.02
@@ -56,14 +58,42 @@ def density_groups(xs: np.ndarray, log_x: bool = True) -> list[int]:
 
 
 def aggregate(points: pd.DataFrame, value: str, x: str = "density", log_x: bool = True) -> pd.DataFrame:
-    """Mean, min, max and count of `value` over seeds, per x (x values within a factor
-    SAME_DENSITY are one point, their x the mean)."""
+    """Mean, min, max, count and the 95% bootstrap interval of the mean (``ci_low``, ``ci_high``:
+    NaN below 3 seeds, see :mod:`analysis.statistics`) of `value` over seeds, per x (x values
+    within a factor SAME_DENSITY are one point, their x the mean)."""
     pts = points[[x, value]].dropna().sort_values(x)
     if pts.empty:
-        return pd.DataFrame(columns=[x, "mean", "min", "max", "n"])
+        return pd.DataFrame(columns=[x, "mean", "min", "max", "n", "ci_low", "ci_high"])
     pts = pts.assign(_g=density_groups(pts[x].to_numpy(float), log_x))
     agg = pts.groupby("_g").agg(x=(x, "mean"), mean=(value, "mean"), min=(value, "min"), max=(value, "max"), n=(value, "size"))
+    intervals = [bootstrap_interval(g[value].to_numpy(float)) for _, g in pts.groupby("_g")]
+    agg["ci_low"], agg["ci_high"] = [lo for lo, _ in intervals], [hi for _, hi in intervals]
     return agg.rename(columns={"x": x}).reset_index(drop=True)
+
+
+def band(agg: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The band drawn around a mean curve of :func:`aggregate`, point by point: the 95% bootstrap
+    interval where a point has 3 seeds or more, the min-max range where it has 2 (too few for an
+    interval), nothing (the mean itself) where it has 1."""
+    interval = agg["n"].to_numpy() >= MIN_SEEDS_FOR_INTERVAL
+    low = np.where(interval, agg["ci_low"].to_numpy(float), agg["min"].to_numpy(float))
+    high = np.where(interval, agg["ci_high"].to_numpy(float), agg["max"].to_numpy(float))
+    return low, high
+
+
+def band_note(seed_counts: Iterable[int]) -> str:
+    """What the bands of curves whose points have these seed counts show, in words ('' when none
+    has a band: one seed everywhere)."""
+    counts = set(int(n) for n in seed_counts)
+    interval = any(n >= MIN_SEEDS_FOR_INTERVAL for n in counts)
+    ranged = 2 in counts
+    if interval and ranged:
+        return "band: 95% bootstrap CI of the mean (min-max at points with only 2 seeds)"
+    if interval:
+        return "band: 95% bootstrap CI of the mean"
+    if ranged:
+        return "band: min-max of 2 seeds (too few for an interval)"
+    return ""
 
 
 def dense_points(sel: pd.DataFrame, info: Mapping[str, MethodInfo] | None = None) -> pd.DataFrame:

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.aggregation import (aggregate, curve_points, dense_points, dense_reference, density_groups, discovered_points,
-                                  n_seeds, select, series_keys)
+from analysis.aggregation import (aggregate, band, band_note, curve_points, dense_points, dense_reference, density_groups,
+                                  discovered_points, n_seeds, select, series_keys)
 from analysis.methods import MethodInfo, headline_growth, info_of, method_info, of_family
 from analysis.style import (LineStyles, color, legend, log_density_axis, new_figure, no_data, series_colors, series_label,
                             short_label, short_series_label)
@@ -27,10 +27,12 @@ SAME_VALUE = 0.01
 
 
 def _draw_series(ax, pts: pd.DataFrame, keys, info: Mapping[str, MethodInfo], value: str, scale: float, x: str = "density",
-                 log_x: bool = True, merge_identical: bool = False, colors: dict | None = None) -> None:
-    """One line per (method, variant): the mean over seeds, with a min-max band when there are
-    several seeds. With merge_identical, series with the very same points are drawn once with a
-    joint label (matched budgets give identical cost curves, which would hide each other)."""
+                 log_x: bool = True, merge_identical: bool = False, colors: dict | None = None) -> list[int]:
+    """One line per (method, variant): the mean over seeds, with a band where a point has
+    several seeds (:func:`analysis.aggregation.band`: the 95% bootstrap interval from 3 seeds,
+    min-max with 2). With merge_identical, series with the very same points are drawn once with a
+    joint label (matched budgets give identical cost curves, which would hide each other).
+    Returns the seed counts of the points drawn, for the note on what the band is."""
     series = []
     for method, variant in keys:
         g = pts[(pts["method"] == method) & (pts["variant"] == variant)]
@@ -49,6 +51,7 @@ def _draw_series(ax, pts: pd.DataFrame, keys, info: Mapping[str, MethodInfo], va
                 merged.append((list(members), agg))
         series = merged
     styles = LineStyles()
+    seed_counts: list[int] = []
     for members, agg in series:
         method, variant = members[0]
         style = styles.next(method)
@@ -60,8 +63,12 @@ def _draw_series(ax, pts: pd.DataFrame, keys, info: Mapping[str, MethodInfo], va
         c = (colors or {}).get((method, variant), color(info, method))
         ax.plot(agg[x], scale * agg["mean"], style, marker="o", ms=3, lw=1.5, color=c,
                 label=text, gid=";".join(f"{m}|{v}" for m, v in members))
+        seed_counts += [int(n) for n in agg["n"]]
         if (agg["n"] > 1).any():
-            ax.fill_between(agg[x], scale * agg["min"], scale * agg["max"], color=c, alpha=0.15, lw=0)
+            low, high = band(agg)
+            ax.fill_between(agg[x], scale * low, scale * high, color=c, alpha=0.15, lw=0,
+                            gid="band|" + ";".join(f"{m}|{v}" for m, v in members))
+    return seed_counts
 
 
 def _draw_discovered(ax, sel: pd.DataFrame, methods: Iterable[str], info: Mapping[str, MethodInfo], value: str, scale: float,
@@ -106,16 +113,18 @@ def panels(info: Mapping[str, MethodInfo]) -> list[tuple[str, list[str], str]]:
 def plot_performance_density(table: pd.DataFrame, dataset: str | None = None, model: str | None = None) -> Figure:
     """Test accuracy after full training vs density; (a) growth methods (paper Fig. 4),
     (b) the headline growth method against pruning and fixed-density methods (paper Fig. 5).
-    Mean over seeds, band min-max."""
+    Mean over seeds; the band is the 95% bootstrap interval of the mean at points with 3 seeds or
+    more, the min-max range at points with 2 (the title says which)."""
     info = method_info(table)
     sel, where = select(table, dataset, model)
     pts = curve_points(sel)
     dense = dense_reference(sel, info)
     colors = series_colors(pts, info)
     fig, axes = new_figure(13, 5.2, 2)
+    seed_counts: list[int] = []
     for ax, (title, methods, missing) in zip(axes, panels(info)):
         keys = series_keys(pts, info, methods)
-        _draw_series(ax, pts, keys, info, "test_accuracy", 100, colors=colors)
+        seed_counts += _draw_series(ax, pts, keys, info, "test_accuracy", 100, colors=colors)
         drawn = _draw_discovered(ax, sel, methods, info, "test_accuracy", 100, colors=colors)
         if dense is not None:
             ax.axhline(100 * dense, color="black", ls="--", lw=1, label=f"dense, 100% density ({100 * dense:.2f}%)", gid="dense")
@@ -126,8 +135,9 @@ def plot_performance_density(table: pd.DataFrame, dataset: str | None = None, mo
             no_data(ax, missing)
         legend(ax, drawn)
     n = n_seeds(sel)
+    note = band_note(seed_counts)
     fig.suptitle(f"Performance vs density: {where} (mean over {n} seed{'s' if n != 1 else ''}"
-                 + (", band: min-max over seeds)" if n > 1 else ")"), fontsize=12)
+                 + (f"; {note})" if note else ")"), fontsize=12)
     return fig
 
 
@@ -144,14 +154,15 @@ def plot_cost_density(table: pd.DataFrame, dataset: str | None = None, model: st
     fig, (ax,) = new_figure(11.5, 5.2)
     keys = series_keys(pts, info, _costed(info))
     colors = series_colors(pts, info)
-    _draw_series(ax, pts, keys, info, "cost_epochs", 1, merge_identical=True, colors=colors)
+    seed_counts = _draw_series(ax, pts, keys, info, "cost_epochs", 1, merge_identical=True, colors=colors)
     drawn = _draw_discovered(ax, sel, [k[0] for k in keys], info, "cost_epochs", 1, colors=colors)
     ax.axhline(1.0, color="black", ls="--", lw=1, label="one dense training run (= 1)", gid="dense")
     log_density_axis(ax)
     ax.set_ylabel("cumulative training cost (dense training runs)")
     ax.set_ylim(bottom=0)
+    note = band_note(seed_counts)
     ax.set_title(f"Training cost vs density: {where}\n(growth: rounds up to the density + its full training; "
-                 "pruning: all levels down to it)", fontsize=10)
+                 "pruning: all levels down to it)\nmean over seeds" + (f"; {note}" if note else ""), fontsize=10)
     if not keys:
         no_data(ax, "curve points")
     legend(ax, drawn, outside=True)

@@ -7,7 +7,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
 
-from analysis.aggregation import aggregate, select
+from analysis.aggregation import aggregate, band, band_note, select
 from analysis.methods import headline_growth, method_info, of_family, ordered
 from analysis.style import STYLES, label, log_density_axis, new_figure, no_data, percent, series_label
 
@@ -39,6 +39,7 @@ def plot_growth_timing(table: pd.DataFrame, dataset: str | None = None, model: s
         (axes[1], rounds, "val_accuracy", 100, "validation accuracy after rough training (%)", "(b) after rough training (proxy)"),
         (axes[2], ext, "test_accuracy", 100, "test accuracy after extensive training (%)", "(c) after extensive training"),
     ]
+    seed_counts: list[int] = []
     for ax, data, value, scale, ylabel, title in panels:
         for i, timing in enumerate(timings):
             agg = aggregate(data[data["timing"] == timing], value)
@@ -46,8 +47,10 @@ def plot_growth_timing(table: pd.DataFrame, dataset: str | None = None, model: s
                 continue
             ax.plot(agg["density"], scale * agg["mean"], STYLES[i % len(STYLES)], marker="o", ms=3,
                     color=f"C{i}", label=timing, gid=timing)
+            seed_counts += [int(n) for n in agg["n"]]
             if (agg["n"] > 1).any():
-                ax.fill_between(agg["density"], scale * agg["min"], scale * agg["max"], color=f"C{i}", alpha=0.15, lw=0)
+                low, high = band(agg)
+                ax.fill_between(agg["density"], scale * low, scale * high, color=f"C{i}", alpha=0.15, lw=0, gid=f"band|{timing}")
         log_density_axis(ax)
         ax.set_ylabel(ylabel)
         ax.set_title(title, fontsize=10)
@@ -57,8 +60,9 @@ def plot_growth_timing(table: pd.DataFrame, dataset: str | None = None, model: s
             no_data(ax, "points")
         else:
             ax.legend(fontsize=8, loc="best")
+    note = band_note(seed_counts)
     fig.suptitle(f"Growth timing: {label(info, method) if method else 'no growth runs'} on {where} "
-                 f"(one line per round-timing schedule, mean over seeds)", fontsize=12)
+                 f"(one line per round-timing schedule, mean over seeds" + (f"; {note})" if note else ")"), fontsize=12)
     return fig
 
 

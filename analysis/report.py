@@ -1,6 +1,7 @@
 """Everything for one set of runs in one folder: the tidy table (CSV, Parquet when pyarrow is
-there), the figures (PNG and PDF), the density tables (Markdown, CSV, LaTeX) and one
-self-contained HTML report (figures embedded, opens in any browser without the other files)."""
+there), the figures (PNG and PDF), the density tables with the paired comparisons against the
+headline method (Markdown, CSV, LaTeX) and one self-contained HTML report (figures embedded,
+opens in any browser without the other files)."""
 
 from __future__ import annotations
 
@@ -106,16 +107,21 @@ def write_report(
         pass
 
     dt = tables.density_table(table, densities, tolerance)
-    caption = (f"Test accuracy and cumulative training cost (dense training runs) at {', '.join(f'{100 * d:g}%' for d in densities)}"
+    paired = tables.paired_table(table, densities, tolerance)
+    at = ", ".join(f"{100 * d:g}%" for d in densities)
+    caption = (f"Test accuracy and cumulative training cost (dense training runs) at {at}"
                f" density (nearest point within a factor {tolerance:g}) and at each growth method's discovered density;"
-               " mean ± std over seeds.")
-    for ext, text in (("md", tables.to_markdown(dt)), ("tex", tables.to_latex(dt, caption))):
+               " test accuracy: mean over seeds with its 95% bootstrap interval (3 seeds or more), density and cost: mean"
+               " and standard deviation over seeds.")
+    paired_caption = f"Paired comparison with the headline method at {at} density. {tables.PAIRED_NOTE}"
+    for ext, text in (("md", tables.to_markdown(dt, paired)), ("tex", tables.to_latex(dt, caption, paired, paired_caption))):
         path = out / f"density_table.{ext}"
         path.write_text(text, encoding="utf-8")
         written.append(path)
-    path = out / "density_table.csv"
-    dt.to_csv(path, index=False)
-    written.append(path)
+    for name, frame in (("density_table.csv", dt), ("paired_table.csv", paired)):
+        path = out / name
+        frame.to_csv(path, index=False)
+        written.append(path)
 
     figure_html = []
     pairs = _pairs(table)
@@ -144,7 +150,8 @@ def write_report(
 Accuracy is test accuracy after full training (growth rounds' proxy accuracy is on the validation split);
 cost is in units of one dense training run; density is the fraction of growable weights kept.</p>
 <h2>Runs</h2>{_status_section(table)}
-<h2>Accuracy and cost at chosen densities</h2><p>{html.escape(caption)}</p>{_html_table(_display(dt))}
+<h2>Accuracy and cost at chosen densities</h2><p>{html.escape(caption)} {html.escape(tables.TABLE_NOTE)}</p>{_html_table(_display(dt))}
+<h2>Paired against the headline method</h2>{_paired_section(paired)}
 <h2>Figures</h2>{''.join(figure_html) or '<p>No finished runs to draw.</p>'}
 {discovery_html}<h2>Configuration</h2>{_config_section(table)}
 </body></html>
@@ -181,3 +188,10 @@ def _discovery(table: pd.DataFrame, out: Path) -> tuple[list[Path], str]:
 def _display(dt: pd.DataFrame) -> pd.DataFrame:
     header, body = tables.display_rows(dt)
     return pd.DataFrame(body, columns=header)
+
+
+def _paired_section(paired: pd.DataFrame) -> str:
+    if paired.empty:
+        return "<p>No point of a headline method lies at a chosen density where another method has one.</p>"
+    header, body = tables.paired_rows(paired)
+    return f"<p>{html.escape(tables.PAIRED_NOTE)}</p>{_html_table(pd.DataFrame(body, columns=header))}"

@@ -1,10 +1,12 @@
-"""The text table of a study: per method, the densities reached, test accuracy and cost at each
-(printed when a study ends and written to its table.md)."""
+"""The text table of a study: per method (and seed, when the study has several), the densities
+reached, test accuracy and cost at each (printed when a study ends and written to its table.md).
+Seeds are kept apart here; their statistics are the analysis report's (analysis.tables)."""
 
 from __future__ import annotations
 
 import csv
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,9 +16,18 @@ from growth.records import read_summary
 from growth.study import finished
 
 
+def _seed(label: str, summary: dict) -> int | None:
+    """The run's seed: its summary's, else the job label's ``/s<seed>`` part."""
+    if summary.get("seed") is not None:
+        return int(summary["seed"])
+    found = re.search(r"/s(\d+)(/|$)", label)
+    return int(found.group(1)) if found else None
+
+
 def study_table(jobs: Sequence[Any], reference_method: str | None = None) -> str:
-    """Per method: the densities reached, test accuracy at each, and cost (dense-run units)."""
-    by_method: dict[str, list[dict]] = {}
+    """Per method and seed: the densities reached, test accuracy at each, and cost (dense-run
+    units); the other methods at the reference method's densities, seed by seed."""
+    by_run: dict[tuple[str, int | None], list[dict]] = {}
     notes = []
     for job in jobs:
         job = job if isinstance(job, SimpleNamespace) else SimpleNamespace(**(job if isinstance(job, dict) else vars(job)))
@@ -29,7 +40,7 @@ def study_table(jobs: Sequence[Any], reference_method: str | None = None) -> str
             continue
         with open(Path(job.run_dir) / "curve.csv", newline="") as f:
             for row in csv.DictReader(f):
-                by_method.setdefault(method, []).append(
+                by_run.setdefault((method, _seed(job.label, summary)), []).append(
                     {
                         "density": float(row["density"]),
                         "acc": float(row["test_accuracy"]),
@@ -38,26 +49,38 @@ def study_table(jobs: Sequence[Any], reference_method: str | None = None) -> str
                         and abs(float(row["density"]) - summary["discovered_density"]) < 1e-12,
                     }
                 )
+    methods = list(dict.fromkeys(m for m, _ in by_run))
+    seeds = sorted({s for _, s in by_run if s is not None}) + ([None] if any(s is None for _, s in by_run) else [])
+    several = len(seeds) > 1
+
+    def name(method: str, seed: int | None) -> str:
+        return f"{method} (seed {seed})" if several else method
+
     lines = ["| method | points | density range | discovered density | test accuracy there | cost there (dense runs) | best test accuracy (density, cost) |", "|---|---|---|---|---|---|---|"]
-    for method, points in by_method.items():
-        points.sort(key=lambda p: p["density"])
+    for method, seed in sorted(by_run, key=lambda k: (methods.index(k[0]), seeds.index(k[1]))):
+        points = sorted(by_run[(method, seed)], key=lambda p: p["density"])
+        by_run[(method, seed)] = points
         disc = next((p for p in points if p["discovered"]), None)
         best = max(points, key=lambda p: p["acc"])
         lines.append(
-            f"| {method} | {len(points)} | {100 * points[0]['density']:.2f}% - {100 * points[-1]['density']:.2f}% | "
+            f"| {name(method, seed)} | {len(points)} | {100 * points[0]['density']:.2f}% - {100 * points[-1]['density']:.2f}% | "
             + (f"{100 * disc['density']:.2f}% | {100 * disc['acc']:.2f}% | {disc['cost']:.2f} | " if disc else "- | - | - | ")
             + f"{100 * best['acc']:.2f}% ({100 * best['density']:.2f}%, {best['cost']:.2f}) |"
         )
-    reference = reference_method or next(iter(by_method), None)
-    if reference in by_method and len(by_method[reference]) > 1:
-        methods = list(by_method)
-        lines += ["", f"Test accuracy (cost in dense runs) at the densities of {reference}; other methods at their"
+    reference = reference_method or next(iter(methods), None)
+    for seed in seeds:
+        # seed by seed: a method's point is compared with the reference's of the same seed only
+        if len(by_run.get((reference, seed), [])) <= 1:
+            continue
+        here = [m for m in methods if (m, seed) in by_run]
+        lines += ["", f"Test accuracy (cost in dense runs) at the densities of {reference}"
+                  + (f", seed {seed}" if several else "") + "; other methods at their"
                   " nearest point within half a growth step (x1.118):", "",
-                  "| density | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
-        for ref in by_method[reference]:
+                  "| density | " + " | ".join(here) + " |", "|---|" + "---|" * len(here)]
+        for ref in by_run[(reference, seed)]:
             cells = []
-            for m in methods:
-                near = min(by_method[m], key=lambda p: abs(math.log(p["density"] / ref["density"])))
+            for m in here:
+                near = min(by_run[(m, seed)], key=lambda p: abs(math.log(p["density"] / ref["density"])))
                 close = abs(math.log(near["density"] / ref["density"])) <= math.log(1.118)
                 cells.append(f"{100 * near['acc']:.2f}% ({near['cost']:.2f})" if close else "")
             lines.append(f"| {100 * ref['density']:.2f}% | " + " | ".join(cells) + " |")

@@ -87,7 +87,7 @@ def pytest_collection_modifyitems(config, items):
         items[:] = kept
 
 
-SMALL_STUDY = ["study=compare", *FAST, "growth.max_rounds=4", "study.max_density=0.02",
+SMALL_STUDY = ["study=compare", "study.seeds=[0]", *FAST, "growth.max_rounds=4", "study.max_density=0.02",
                "study.method_overrides.imp_c=['method.min_density=0.5']"]
 
 

@@ -297,9 +297,10 @@ def test_density_table_takes_the_nearest_point_within_the_tolerance(table):
     assert dt[dt["method"] == "dense"].iloc[0]["at"] == "reference (dense)"
     assert sorted(dt.loc[dt["method"] == "rg", "at"]) == ["1.25%", "discovered"]
     md = to_markdown(dt)
-    assert "| PWMPR | 1.25% | 2 | 1.25 ± 0.00 | 86.00 ± 1.41 |" in md
+    # two seeds: the mean and their range, never passed off as an interval
+    assert "| PWMPR | 1.25% | 2 | 1.25 ± 0.00 | 86.00 (range 85.00–87.00) |" in md
     tex = to_latex(dt, caption="at 10% density")
-    assert "\\toprule" in tex and "1.25\\%" in tex and "86.00 $\\pm$ 1.41" in tex and "at 10\\% density" in tex
+    assert "\\toprule" in tex and "1.25\\%" in tex and "86.00 (range 85.00--87.00)" in tex and "at 10\\% density" in tex
     with pytest.raises(ValueError):
         density_table(table, tolerance=0.5)
 
@@ -382,7 +383,7 @@ def test_a_new_method_is_drawn_tabulated_and_reported_from_its_records_alone(tmp
     dt = density_table(t, densities=(0.1, 0.2))
     row = dt[(dt["method"] == "toy_sparse") & (dt["at"] == "10%")].iloc[0]
     assert row["label"] == "Toy sparse" and row["seeds"] == 2 and row["test_accuracy_mean"] == pytest.approx(0.71)
-    assert "| Toy sparse | 10% | 2 | 10.00 ± 0.00 | 71.00 ± 1.41 |" in to_markdown(dt)
+    assert "| Toy sparse | 10% | 2 | 10.00 ± 0.00 | 71.00 (range 70.00–72.00) |" in to_markdown(dt)
     assert dt[dt["method"] == "dense"].iloc[0]["at"] == "reference (dense)"
     assert list(dt["method"].drop_duplicates()) == ["pwmpr", "toy_sparse", "dense"]  # the records' order
     write_report(t, tmp_path / "report")
@@ -474,8 +475,8 @@ class CapturedRun:
     def define_metric(self, name, step_metric=None, **kw):
         self.metrics[name] = step_metric
 
-    def log(self, data):
-        row = {"_step": len(self.history)}
+    def log(self, data, step=None):
+        row = {"_step": len(self.history) if step is None else step}
         for k, v in data.items():
             row[k] = {"_type": "table-file", "path": f"media/table/{k}.table.json"} if isinstance(v, FakeTable) else v
         self.history.append(row)

@@ -95,7 +95,7 @@ def test_dry_run_prints_jobs_and_resources_and_submits_nothing(tmp_path):
     assert not list(tmp_path.glob("*/summary.json")) and not (tmp_path / "slurm").exists()
 
 
-STUDY = ["study=compare", *FAST, "growth.max_rounds=3", "study.max_density=0.02", "study.matched_methods=[phew]",
+STUDY = ["study=compare", "study.seeds=[0]", *FAST, "growth.max_rounds=3", "study.max_density=0.02", "study.matched_methods=[phew]",
          "study.baselines=[dense]", "study.growth_methods=[pwmpr]", "trainer.epochs=8"]
 
 
