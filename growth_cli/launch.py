@@ -55,7 +55,7 @@ def format_summary(summary: dict) -> str:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> dict:
+def main(cfg: DictConfig) -> dict | float | list[float] | str:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -74,6 +74,9 @@ def main(cfg: DictConfig) -> dict:
         summary = run(cfg)
     except ConfigError as exc:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
+            if cfg.sweep.objective is not None:  # one trial's values refused: that trial fails alone
+                log.error("trial refused: %s", exc)
+                return sweep_objective(cfg, {"status": "refused", "error": str(exc)})
             raise
         REFUSED.append(exc)  # said by cli() once Hydra has returned (raising it here, Hydra logs it first)
         return {"status": "refused"}
@@ -83,12 +86,38 @@ def main(cfg: DictConfig) -> dict:
         # In a sweep one failed run must not hide the others: its summary.json says "failed",
         # and the sweep report lists it.
         log.exception("run failed")
-        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        return sweep_objective(cfg, {"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
     from growth.distributed import is_writer
 
     if is_writer():  # one summary for a run trained by several processes
         print(format_summary(summary), flush=True)
-    return summary
+    return sweep_objective(cfg, summary)
+
+
+def sweep_objective(cfg: DictConfig, summary: dict) -> dict | float | list[float] | str:
+    """What main returns: the summary, or with sweep.objective set the number (or numbers) a
+    sweeper optimises, read from the run's records (a skipped finished run gives its recorded value).
+
+    A trial without a value (refused, failed, diverged, nothing trained at the discovered density)
+    returns a sentence saying why: the Optuna sweeper cannot read it as a number, so it records
+    the trial as failed and goes on. NaN would not do: Optuna 2.10 refuses it when told, and the
+    sweeper's retry as a failed trial (still with the value) then ends the whole sweep."""
+    import math
+
+    objective = cfg.sweep.objective
+    if objective is None:
+        return summary
+    if summary.get("status") != "finished":
+        return f"no objective: run {summary.get('status')}: {summary.get('error', '')} ({summary.get('run_dir')})"
+    accuracy = summary.get("val_accuracy")
+    cost = (summary.get("cost") or {}).get("epochs")
+    if accuracy is None or cost is None or not (math.isfinite(accuracy) and math.isfinite(cost)):
+        return f"no objective: no validation accuracy and cost recorded at the discovered density ({summary.get('run_dir')})"
+    if objective == "val_and_cost":
+        return [float(accuracy), float(cost)]
+    if objective == "val_minus_cost":
+        return float(accuracy) - cfg.sweep.cost_penalty * float(cost)
+    return float(accuracy)
 
 
 def run_study(cfg: DictConfig) -> list:

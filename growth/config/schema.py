@@ -255,11 +255,33 @@ class StudyConfig:
     # local worker processes; slurm: every run a SLURM job, the order expressed as job dependencies.
     executor: str = key("local", registered("executor", "local or slurm"))
     workers: int = key(1, at_least(1))
+    # Runs per SLURM job (executor slurm): k runs of a stage as k processes of one job with one
+    # run's resources (its GPU shared, its CPUs split), for runs too small to fill a GPU. With
+    # executor local, the same as workers. How a study is executed: not in its identity.
+    pack: int = key(1, at_least(1))
     # slurm: after submitting, wait and report as jobs finish (otherwise return at once).
     wait: bool = False
     # slurm: seconds between polls while waiting.
     poll_seconds: float = 5.0
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
+
+
+SWEEP_OBJECTIVES = ("val_at_discovered", "val_minus_cost", "val_and_cost")
+
+
+@dataclass
+class SweepConfig:
+    """What the launcher returns to a Hydra sweeper (hydra/sweeper=growth_optuna, docs/sweeps.md).
+    It never changes what a run computes, so it is no part of a run's identity."""
+
+    # null: the run's summary, as a plain launch returns it. val_at_discovered: the validation
+    # accuracy of the extensive training at the discovered density (summary.json's val_accuracy;
+    # never the test split, which would tune on the numbers reported). val_minus_cost: that
+    # accuracy less cost_penalty x the cost in dense runs. val_and_cost: [that accuracy, the cost]
+    # for a two-objective study with directions [maximize, minimize].
+    objective: Optional[str] = key(None, one_of(None, *SWEEP_OBJECTIVES, valid=f"null or one of {list(SWEEP_OBJECTIVES)}"))
+    # Accuracy (as a fraction) given up per dense run of cost, for objective=val_minus_cost.
+    cost_penalty: float = key(0.0, at_least(0))
 
 
 @dataclass
@@ -274,6 +296,7 @@ class Config:
     extensive: ExtensiveConfig = field(default_factory=ExtensiveConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     seed: int = 0
     # Print what would run (jobs, resources, dependencies) and run or submit nothing.

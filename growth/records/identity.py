@@ -20,7 +20,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 # Keys that never change what a run computes: excluded from the run's identity.
 IDENTITY_EXCLUDED = (
-    "output", "logger", "trainer.device", "trainer.cpu_threads", "trainer.dist_timeout_min", "dry_run", "study",
+    "output", "logger", "trainer.device", "trainer.cpu_threads", "trainer.dist_timeout_min", "dry_run", "study", "sweep",
     "dataset.root", "dataset.download", "dataset.num_workers",
 )
 _NOT_SETTINGS = ("defaults", "hydra")

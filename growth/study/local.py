@@ -1,5 +1,8 @@
 """Executor `local`: a study's runs in this process (study.workers=1) or in local worker
-processes, stage 1 first, then the matched runs planned from the reference's finished rounds."""
+processes, stage 1 first, then the matched runs planned from the reference's finished rounds.
+
+study.pack=k here means what study.workers=k means (k runs at once, as processes sharing this
+machine's GPU and CPUs): local workers already are packed runs, so the larger of the two counts."""
 
 from __future__ import annotations
 
@@ -65,10 +68,11 @@ class LocalExecutor:
         configs = [self.plan.job_config(j) for j in jobs]
         for job, cfg in zip(jobs, configs):
             job.run_dir = str(records.run_dir_for(cfg))
-        if self.st.workers > 1:
+        processes = self.plan.local_processes()
+        if processes > 1:
             import multiprocessing as mp
 
-            with ProcessPoolExecutor(self.st.workers, mp_context=mp.get_context("spawn")) as pool:
+            with ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn")) as pool:
                 futures = [pool.submit(_run_one, cfg) for cfg in configs]
                 for job, fut in zip(jobs, futures):
                     _record(job, fut.result, 0.0)

@@ -28,7 +28,7 @@ log = logging.getLogger("growth")
 STUDY_KEYS = ("study", "method", "seed", "budget", "extensive.which", "growth.stop.keep_growing", "growth.max_density")
 # How and where a study is executed, not what it computes: a relaunch that changes these (another
 # partition, GROWTH_SLURM_* set, local instead of SLURM) finds the same study directory.
-STUDY_EXECUTION_KEYS = ("executor", "workers", "wait", "poll_seconds", "slurm")
+STUDY_EXECUTION_KEYS = ("executor", "workers", "pack", "wait", "poll_seconds", "slurm")
 
 
 def study_identity(st: DictConfig, base_overrides: Sequence[str]) -> str:
@@ -155,10 +155,15 @@ class StudyPlan:
         method = job.label.split("/")[0]
         extra = list(self.st.method_overrides.get(method, []))
         cfg = self.compose([*self.base, *job.overrides, *extra])
-        cfg.output.progress = False if self.st.workers > 1 else cfg.output.progress
+        cfg.output.progress = False if self.local_processes() > 1 else cfg.output.progress
         if cfg.logger.name == "wandb" and cfg.logger.group is None:
             cfg.logger.group = self.dir.name  # the study is one group on the dashboard
         return cfg
+
+    def local_processes(self) -> int:
+        """Runs at once in processes of this machine: study.workers, or with the local executor
+        study.pack, which means the same there."""
+        return max(int(self.st.workers), int(self.st.pack) if self.st.executor == "local" else 1)
 
     def check(self, runs_in_this_process: bool) -> None:
         """Compose and validate every stage-1 config before anything runs or is submitted."""
@@ -171,6 +176,11 @@ class StudyPlan:
                 raise ConfigError(
                     f"study.executor={self.st.executor} runs every job in this process, but trainer.devices={cfg.trainer.devices} "
                     f"x trainer.nodes={cfg.trainer.nodes} asks for several: use study.executor=slurm"
+                )
+            if self.st.pack > 1 and cfg.trainer.devices * cfg.trainer.nodes > 1:
+                raise ConfigError(
+                    f"study.pack={self.st.pack} shares one run's resources among several runs, but trainer.devices="
+                    f"{cfg.trainer.devices} x trainer.nodes={cfg.trainer.nodes} is a data-parallel run: use study.pack=1"
                 )
 
     def stage1(self) -> list[Job]:

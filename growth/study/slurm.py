@@ -7,6 +7,9 @@ runs (PHEW, RigL at each density of the reference run) are submitted at the same
 densities are not known before the reference has run, so each names a round of the reference
 (``budget.snapshot=k``) for as many rounds as the reference can have; a round the reference never
 reached makes that run a no-op that says so. Runs that already finished are not submitted again.
+
+With ``study.pack=k`` the runs of a stage are submitted k per job (growth.study.pack): each job
+asks for the resources of one run and runs its members as processes sharing them.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from growth import records
 from growth.config import SlurmConfig
 from growth.kinds import EXECUTORS
-from growth.study.plan import Job, StudyPlan
+from growth.study.pack import PackedRunJob
+from growth.study.plan import Job, StudyPlan, finished
 
 
 class RunJob(submitit.helpers.Checkpointable):
@@ -89,6 +93,39 @@ class SlurmStudyExecutor:
         job.status = "submitted" + (f" (after {dependency})" if dependency else "")
         self.handles[job.label] = handle
 
+    def submit_pack(self, members: list[tuple[Job, DictConfig]]) -> None:
+        """Runs of one stage as one job of one run's resources, every member a process of it."""
+        jobs = [job for job, _ in members]
+        deps = sorted({j.job_id for j in self.study.jobs if j.job_id and any(j.label in m.depends_on for m in jobs)})
+        # afterany, not afterok: the job holding a reference may fail for another member's sake;
+        # each member checks its own reference before it starts (growth.study.pack).
+        dependency = "afterany:" + ":".join(deps) if deps else None
+        name = jobs[0].label if len(jobs) == 1 else f"{jobs[0].label}+{len(jobs) - 1}"
+        executor = make_executor(self.st, self.folder, name, dependency, members[0][1].trainer)
+        handle = executor.submit(PackedRunJob(), [cfg for _, cfg in members], [j.label for j in jobs], int(self.st.slurm.cpus_per_task))
+        for job in jobs:
+            job.job_id = str(handle.job_id)
+            job.status = f"submitted in a pack of {len(jobs)}" + (f" (after {dependency})" if dependency else "")
+            self.handles[job.label] = handle
+
+    def submit_packed(self) -> None:
+        """The runs not finished yet, study.pack to a job, stage by stage in plan order (a
+        stage-2 job of several seeds' runs waits for each of their references)."""
+        todo = []
+        for job in self.study.jobs:
+            cfg = self.study.job_config(job)
+            job.run_dir = str(records.run_dir_for(cfg))
+            summary = records.read_summary(job.run_dir)
+            if summary and summary.get("status") in records.TERMINAL_STATUSES:
+                job.status = f"skipped (already {summary['status']})"
+            else:
+                todo.append((job, cfg))  # so a relaunch packs only what is left
+        k = int(self.st.pack)
+        for stage in sorted({job.stage for job, _ in todo}):
+            members = [(job, cfg) for job, cfg in todo if job.stage == stage]
+            for i in range(0, len(members), k):
+                self.submit_pack(members[i:i + k])
+
     def run(self) -> list:
         study = self.study
         study.check(self.runs_in_this_process)
@@ -97,12 +134,16 @@ class SlurmStudyExecutor:
             study.jobs.extend(study.stage2(seed))
         if study.cfg.dry_run:
             return self.print_plan()
-        for job in study.jobs:
-            deps = [study_job.job_id for study_job in study.jobs if study_job.label in job.depends_on and study_job.job_id]
-            self.submit(job, deps)
+        if self.st.pack > 1:
+            self.submit_packed()
+        else:
+            for job in study.jobs:
+                deps = [study_job.job_id for study_job in study.jobs if study_job.label in job.depends_on and study_job.job_id]
+                self.submit(job, deps)
         study.write(None)
         submitted = [j for j in study.jobs if j.job_id]
-        print(f"study {self.st.name}: submitted {len(submitted)} SLURM jobs "
+        packed = f" for {len(submitted)} runs, up to {self.st.pack} a job" if self.st.pack > 1 else ""
+        print(f"study {self.st.name}: submitted {len({j.job_id for j in submitted})} SLURM jobs{packed} "
               f"({len(study.jobs) - len(submitted)} already finished); records in {study.dir}")
         for job in study.jobs:
             print(f"  {job.job_id or '-':>8}  {job.label:28s} {job.status}")
@@ -116,7 +157,8 @@ class SlurmStudyExecutor:
     def print_plan(self) -> list:
         study = self.study
         res = OmegaConf.to_container(self.st.slurm, resolve=True)
-        print(f"dry run: study {self.st.name} would submit {len(study.jobs)} SLURM jobs with {res}")
+        packed = f" in jobs of up to {self.st.pack} (each one run's resources, shared)" if self.st.pack > 1 else " as SLURM jobs"
+        print(f"dry run: study {self.st.name} would submit {len(study.jobs)} runs{packed} with {res}")
         for job in study.jobs:
             dep = f"  after {', '.join(job.depends_on)} succeeded" if job.depends_on else ""
             print(f"  {job.label:28s} {' '.join(job.overrides)}{dep}")
@@ -140,6 +182,8 @@ class SlurmStudyExecutor:
                 elif summary.get("status") in ("finished", "diverged", "failed"):
                     job.status = summary["status"]
                     job.error = summary.get("error")
+                elif job.depends_on and not all(finished(j) for j in study.jobs if j.label in job.depends_on):
+                    job.status = "not run: its reference did not finish"  # a packed member (growth.study.pack)
                 else:
                     job.status = "ended without records (cancelled or killed)"
                 print(f"  [{time.time() - started:7.0f} s] {label}: {job.status}" + (f" ({job.error})" if job.error else ""), flush=True)
