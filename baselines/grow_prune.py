@@ -33,7 +33,7 @@ class GrowPruneConfig(GrowthMethodConfig, PruningLevelsConfig):
 
 
 @register_method("grow_prune", schema=GrowPruneConfig, family="pruning", label="PWMPR + pruning", short_label="grow-prune",
-                 color="tab:olive", order=45, grows=True)
+                 color="magenta", order=45, grows=True)
 class GrowPruneRun(GrowthRun):
     def extensive_queue(self) -> list[int]:
         return [self.state["discovered_round"]]

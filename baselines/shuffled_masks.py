@@ -29,7 +29,7 @@ def shuffle_within_layers(masks: Masks, generator: torch.Generator) -> Masks:
 
 
 @register_method("shuffled_masks", schema=MasksFileConfig, validate=masks_problems, family="fixed_density",
-                 label="shuffled masks", short_label="shuffled", color="tab:gray", order=75, matched_budget=True)
+                 label="shuffled masks", short_label="shuffled", color="navy", order=75, matched_budget=True)
 class ShuffledMasksRun(MasksFileRun):
     def build_masks(self) -> Masks:
         given = super().build_masks()

@@ -451,3 +451,13 @@ def test_a_method_registered_from_a_new_file_is_in_the_figures_tables_and_report
     assert "magnitude at init" in to_markdown(dt)
     write_report(table, tmp_path / "analysis")
     assert "magnitude at init" in (tmp_path / "analysis" / "report.html").read_text(encoding="utf-8")
+
+
+def test_every_method_has_its_own_colour():
+    """Figures tell methods apart by colour alone: two methods sharing one would read as one."""
+    from growth.kinds import METHODS
+
+    colours = {}
+    for entry in METHODS.entries():
+        colours.setdefault(entry.info["color"], []).append(entry.name)
+    assert {c: names for c, names in colours.items() if len(names) > 1} == {}
