@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.methods import CURVE_PHASES, META_COLUMNS, phase_of, record_meta
+from growth.records.identity import IDENTITY_EXCLUDED
 
 COLUMNS = [
     "method", "dataset", "model", "seed", "density", "test_accuracy", "val_accuracy", "cost_epochs",
@@ -40,6 +41,10 @@ _NOT_VARIANT = re.compile(
     r"^(seed|output\..*|logger\..*|study\..*|trainer\.device|trainer\.cpu_threads|budget\..*|method\.density|dataset\.root|run_dir|"
     r"method|dataset|model|density|_wandb.*)$"
 )
+
+
+def _under(key: str, prefixes) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
 # ---------------------------------------------------------------- small readers
@@ -292,7 +297,7 @@ def variant_labels(rows: Sequence[Mapping[str, Any]], configs: Mapping[str, Mapp
             by_method.setdefault(row.get("method"), {})[run_dir] = None
     out = {}
     for dirs in by_method.values():
-        keys = sorted({k for d in dirs for k in configs[d] if not _NOT_VARIANT.match(k)})
+        keys = sorted({k for d in dirs for k in configs[d] if not _NOT_VARIANT.match(k) and not _under(k, IDENTITY_EXCLUDED)})
         varying = [k for k in keys if len({json.dumps(configs[d].get(k), sort_keys=True, default=str) for d in dirs}) > 1]
         for d in dirs:
             if varying and all(k.startswith("growth.timing.") for k in varying):

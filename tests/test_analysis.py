@@ -194,6 +194,15 @@ def test_runs_that_differ_in_settings_are_variants_not_seeds(tmp_path):
     assert (t.groupby("variant")["seed"].nunique() == 2).all()
 
 
+def test_settings_that_never_change_what_a_run_computes_make_no_variant(tmp_path):
+    # e.g. a section a later version added (sweep) or the logger: the two seeds are one series
+    for seed, extra in ((0, []), (1, ["logger=wandb", "sweep.cost_penalty=0.5", "trainer.cpu_threads=1"])):
+        write_run(tmp_path, "pwmpr", seed, overrides=extra, rounds=growth_rounds([0.5, 0.6]),
+                  curve=extensive_curve([0.8, 0.9]), summary=growth_summary(1))
+    t = load_table(tmp_path)
+    assert list(t["variant"].unique()) == [""] and t["seed"].nunique() == 2
+
+
 # ------------------------------------------------------------------ figures, through their data
 
 
