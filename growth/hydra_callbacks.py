@@ -32,6 +32,19 @@ def sweep_job_overrides(config: DictConfig) -> list[list[str]]:
     return [list(job) for job in itertools.product(*choices.values())]
 
 
+def launched_jobs(config: DictConfig) -> list[list[str]]:
+    """The override list of every job the sweep launched. A sweeper with a search space (Optuna:
+    `hydra.sweeper.params`) chooses its trials as it goes: each trial's `.hydra/overrides.yaml`
+    in its job folder says what it ran. Otherwise the cartesian product of the command line."""
+    from pathlib import Path
+
+    if config.hydra.sweeper.get("params"):
+        found = [(int(p.parent.parent.name), p) for p in Path(config.hydra.sweep.dir).glob("*/.hydra/overrides.yaml")
+                 if p.parent.parent.name.isdigit()]
+        return [[str(o) for o in OmegaConf.load(p)] for _, p in sorted(found)]
+    return sweep_job_overrides(config)
+
+
 def compose_job(overrides: list[str]) -> DictConfig:
     from hydra import compose
 
@@ -72,7 +85,7 @@ class SweepCallback(Callback):
 
         lines = []
         counts: dict[str, int] = {}
-        for overrides in sweep_job_overrides(config):
+        for overrides in launched_jobs(config):
             run_dir = run_dir_for(compose_job(overrides))
             summary = read_summary(run_dir) or {}
             status = summary.get("status", "missing")

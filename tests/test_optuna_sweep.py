@@ -69,6 +69,9 @@ def test_a_seeded_sweep_of_three_trials_reports_the_best_trials_validation_accur
     chosen = max(runs, key=lambda r: r["summary"]["val_accuracy"])
     assert best["best_value"] == pytest.approx(chosen["summary"]["val_accuracy"], rel=1e-12)
     assert best["best_params"] == pytest.approx(chosen["params"], rel=1e-12)
+    # the sweep's report lists the trials the sweeper chose, each with its run directory
+    assert "sweep report: 3 finished" in done.stdout
+    assert all(str(r["dir"]) in done.stdout for r in runs)
 
 
 def test_two_objectives_write_the_pareto_front_of_accuracy_and_cost(tmp_path):
