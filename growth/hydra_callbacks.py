@@ -32,6 +32,36 @@ def sweep_job_overrides(config: DictConfig) -> list[list[str]]:
     return [list(job) for job in itertools.product(*choices.values())]
 
 
+def check_search_space(config: DictConfig, base: list[str]) -> None:
+    """Every key of a sweeper's search space (`hydra.sweeper.params`) composes with the sweep's
+    first job at one of its values, before any trial runs: a misspelt key or a value of the wrong
+    type is one line here, not a failure of every trial. (Values out of range are left to the
+    trials, which fail alone.)"""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from growth.errors import ConfigError
+
+    params = config.hydra.sweeper.get("params") or {}
+    for key, spec in params.items():
+        try:
+            (override,) = OverridesParser.create().parse_overrides([f"{key}={spec}"])
+            if override.is_discrete_sweep():
+                value = next(iter(override.sweep_string_iterator()))
+            elif override.is_sweep_override():  # interval(a, b) or range: its lower end
+                value = str(override.value().start)
+            else:
+                value = override.get_value_element_as_str()
+            compose_job([*base, f"{key}={value}"])
+        except (HydraException, OmegaConfBaseException) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            cause = exc.__cause__
+            if isinstance(cause, OmegaConfBaseException) and str(cause).strip():
+                reason = str(cause).strip().splitlines()[0]
+            raise ConfigError(f"hydra.sweeper.params: {key}: {spec}: {reason}") from None
+
+
 def launched_jobs(config: DictConfig) -> list[list[str]]:
     """The override list of every job the sweep launched. A sweeper with a search space (Optuna:
     `hydra.sweeper.params`) chooses its trials as it goes: each trial's `.hydra/overrides.yaml`
@@ -72,6 +102,10 @@ class SweepCallback(Callback):
                 problems.append(f"job {' '.join(overrides)}: {exc}")
         if problems:
             raise LaunchRefused("the sweep was not launched:\n" + "\n".join(problems))
+        try:
+            check_search_space(config, jobs[0] if jobs else [])
+        except ConfigError as exc:
+            raise LaunchRefused(f"the sweep was not launched: {exc}") from None
         if config.get("dry_run"):
             launcher = OmegaConf.to_container(config.hydra.launcher, resolve=True)
             resources = {k: v for k, v in launcher.items() if k not in ("_target_", "setup") and v not in (None, {}, [])}

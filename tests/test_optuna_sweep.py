@@ -126,6 +126,9 @@ def test_a_misspelt_key_is_refused_before_any_trial_runs(tmp_path, where):
     assert "growth.temperatur" in done.stderr and "Traceback" not in done.stderr + done.stdout
     if where == "command line":
         assert "error: growth.temperatur is not a key of growth: did you mean growth.temperature?" in done.stderr
+    else:  # one line naming the search space's key, from the sweep callback
+        (line,) = [x for x in done.stderr.splitlines() if "growth.temperatur" in x]
+        assert line.startswith("error: the sweep was not launched: hydra.sweeper.params: growth.temperatur: interval(0.5, 2.0)")
     assert not list((tmp_path / "runs").glob("pwmpr-*"))  # no trial trained anything
 
 
