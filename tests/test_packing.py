@@ -158,8 +158,11 @@ def test_an_interrupted_packed_job_resumes_its_members_from_their_checkpoints(in
     from growth.run import run
 
     need_slurm()
+    # 150 epochs for each snapshot's training (a few seconds in all): long enough that the
+    # interruption lands mid-run; the dense pack-mate stays short
     long = [*STUDY, "study.pack=2", "study.matched_methods=[]", "growth.max_rounds=6", "growth.timing.epochs=3",
-            "trainer.epochs=30", "output.progress=true", f"output.root={tmp_path}"]
+            "trainer.epochs=150", "study.method_overrides.dense=['trainer.epochs=2']", "output.progress=true",
+            f"output.root={tmp_path}"]
     proc = launch(long)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     jobs = {j["label"]: j for j in read_study(tmp_path)["jobs"]}
@@ -178,7 +181,9 @@ def test_an_interrupted_packed_job_resumes_its_members_from_their_checkpoints(in
         wait_until_gone([first])
         second = first  # requeued: the same job, started again
     else:
-        subprocess.run(["scancel", first], check=True)
+        # SIGKILL at once: a plain scancel sends SIGTERM, which submitit's jobs log and outlive for
+        # KillWait (10 s on the test cluster), long enough for these tiny runs to finish.
+        subprocess.run(["scancel", "--full", "--signal=KILL", first], check=True)
         wait_until_gone([first])
         assert summary_of(run_dir)["status"] == "running", "killed mid-way"
         again = launch([*long, "study.wait=true", "study.poll_seconds=1"])
