@@ -32,6 +32,7 @@ from torch import nn
 from growth import records
 from growth.errors import ConfigError
 from growth.masks import check_masks_fit, count_active, count_total, dense_masks, density, layer_densities
+from growth.migrate import typed_config
 
 WEIGHTS, MASKS, PROVENANCE = "weights.safetensors", "masks.safetensors", "provenance.json"
 FORMAT = 1  # provenance.json's "format": raised when what the files hold changes
@@ -70,12 +71,6 @@ def read_run(run_dir: Path) -> tuple[dict, dict]:
     if summary.get("not_applicable"):
         raise ConfigError(f"RUN_DIR {run_dir}: nothing was trained ({summary['not_applicable']})")
     return summary, OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
-
-
-def typed_config(container: dict):
-    from growth.migrate import typed_config as typed
-
-    return typed(container)
 
 
 def model_shape(cfg) -> tuple[tuple[int, ...], int]:
