@@ -14,10 +14,10 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from growth.data.augment import CropFlip, normalize, normalizer, sample_seeds, seeded_call
-from growth.errors import ConfigError
+from growth.data.damaged import DamagedImage, decode_errors, reason
 
 
 def default_workers() -> int:
@@ -52,8 +52,12 @@ def _loader_batches(dataset, items, batch_size, num_workers, device, scale, shif
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(0),
+        collate_fn=_collate,
     )
-    for xb, yb in loader:
+    for batch in loader:
+        if isinstance(batch, _Damaged):
+            raise DamagedImage(batch.path, batch.reason)
+        xb, yb = batch
         xb = xb.to(device, non_blocking=True)
         yb = yb.to(device, non_blocking=True)
         yield normalize(xb, scale, shift), yb
@@ -194,15 +198,30 @@ class ImageArray:
 
 
 def open_rgb(path: str):
-    from PIL import Image, UnidentifiedImageError
+    """The image at `path` as an RGB PIL image; DamagedImage (a ConfigError naming it) when PIL
+    cannot decode it."""
+    from PIL import Image
 
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise ConfigError(
-            f"image file {path} is unreadable or corrupt ({e}): replace it or re-extract the dataset"
-        ) from None
+    except decode_errors() as e:
+        raise DamagedImage(path, reason(e)) from None
+
+
+class _Damaged:
+    """A damaged sample, as a DataLoader worker hands it back."""
+
+    def __init__(self, path: str, reason: str):
+        self.path, self.reason = path, reason
+
+
+def _collate(items):
+    """default_collate, except that a batch holding a damaged sample comes back as that _Damaged."""
+    for item in items:
+        if isinstance(item, _Damaged):
+            return item
+    return default_collate(items)
 
 
 class _FileSamples(Dataset):
@@ -217,7 +236,12 @@ class _FileSamples(Dataset):
     def __getitem__(self, item):
         i, seed = item
         path, label = self.samples[i]
-        img = open_rgb(path)
+        try:
+            img = open_rgb(path)
+        except DamagedImage as e:
+            # Returned, not raised: torch would re-raise it in the main process wrapped in the
+            # worker's traceback text; _loader_batches raises it there as it is.
+            return _Damaged(e.path, e.reason)
         img = seeded_call(self.transform, img, seed) if self.seeded else self.transform(img)
         return img, label
 
