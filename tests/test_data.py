@@ -492,7 +492,7 @@ def corrupt_tiny_image(tmp_path):
     bad.write_bytes(b"\xff\xd8\xff not really a jpeg")
     save_image(base / "val" / "images" / "val_0.JPEG", np.zeros((64, 64, 3), np.uint8), "PNG")
     (base / "val" / "val_annotations.txt").write_text("val_0.JPEG\tn01\t0\t0\t1\t1\n")
-    return "tinyimagenet", bad, "unreadable image"
+    return "tinyimagenet", bad, "damaged image"
 
 
 @pytest.mark.parametrize(
@@ -505,7 +505,8 @@ def test_corrupt_data_is_a_config_error_naming_the_file(tmp_path, make):
     with pytest.raises(ConfigError, match=detail) as err:
         build_dataset(image_cfg(name, tmp_path))
     msg = str(err.value)
-    assert str(path) in msg and "Expected" in msg and "To get it again" in msg
+    # (a damaged image is no layout problem: its message names the file and the keys instead)
+    assert str(path) in msg and ("Expected" in msg or make is corrupt_tiny_image) and "To get it again" in msg
     check_dataset(image_cfg(name, tmp_path))  # the cheap check reads nothing: it cannot see this
     if make is corrupt_tiny_image:
         check_dataset(image_cfg(name, tmp_path), read=True)  # image folders: layout only, by design

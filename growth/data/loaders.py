@@ -11,7 +11,8 @@ import torch
 
 from growth.data.augment import CropFlip
 from growth.data.images import ImageArray, default_workers, labels_tensor
-from growth.data.layouts.base import CorruptData, Layout
+from growth.data.damaged import damaged_message, drop_damaged
+from growth.data.layouts.base import CorruptData, DamagedImages, Layout
 from growth.data.spec import ImageDataset, invalid, raise_invalid, resolve_root
 from growth.data.splits import DatasetSplits, stratified_split
 from growth.errors import ConfigError
@@ -52,12 +53,21 @@ class ArrayImages(ImageDataset):
         return []
 
     def read_arrays(self, layout: Layout, path: Path):
-        """(train_x, train_y, test_x, test_y, num_classes) from a located layout, checked."""
-        (train_x, train_y, test_x, test_y), num_classes = layout.read(path)
+        """(train_x, train_y, test_x, test_y, num_classes) from a located layout, checked; damaged
+        images raise DamagedImages (a CorruptData) listing all of them."""
+        *arrays, damaged = self.read_arrays_keeping_damaged(layout, path)
+        if damaged:
+            raise DamagedImages(path, damaged)
+        return tuple(arrays)
+
+    def read_arrays_keeping_damaged(self, layout: Layout, path: Path, workers: int = 8):
+        """(train_x, train_y, test_x, test_y, num_classes, damaged): as read_arrays, but images
+        that cannot be decoded are listed (DamagedFile; their pixels zero) rather than refused."""
+        (train_x, train_y, test_x, test_y), num_classes, damaged = layout.read_images(path, workers)
         arrays = (train_x, np.asarray(train_y), test_x, np.asarray(test_y))
         num_classes = self.num_classes if num_classes is None else num_classes
         self._check(path, arrays, num_classes)
-        return (*arrays, num_classes)
+        return (*arrays, num_classes, damaged)
 
     def _check(self, path: Path, arrays, num_classes: int) -> None:
         train_x, train_y, test_x, test_y = arrays
@@ -78,7 +88,9 @@ class ArrayImages(ImageDataset):
         """Read the arrays once (at most a few hundred MB: CIFAR, MNIST-like) and raise the
         ConfigError loading would raise for a corrupt or mislabelled file, so a sweep or study
         finds it before it submits anything. Folders of images (TinyImageNet) are only checked for
-        their layout (check_available): decoding every image is a run's work."""
+        their layout (check_available): decoding every image is a run's work, unless
+        dataset.verify_images asks for it."""
+        self.verify_images(cfg)
         root, fmt = resolve_root(cfg.get("root")), cfg.get("format", "auto")
         found = self.locate(root, fmt)
         if found is None or not found[0].read_before_submission:
@@ -97,10 +109,20 @@ class ArrayImages(ImageDataset):
         raise_invalid(self.problems(cfg))
         root, layout, path = self.locate_or_fetch(cfg)
         try:
-            train_x, train_y, test_x, test_y, num_classes = self.read_arrays(layout, path)
+            train_x, train_y, test_x, test_y, num_classes, damaged = self.read_arrays_keeping_damaged(
+                layout, path, self.loading_threads(cfg)
+            )
         except CorruptData as e:
             raise ConfigError(self.corrupt_message(root, layout, e)) from None
+        # Every image of a folder tree is decoded here, so all the damaged ones are known at once.
+        if damaged and cfg.get("on_damaged", "stop") != "skip":
+            refused_by = "verify_images" if cfg.get("verify_images") else "on_damaged"
+            files = [(d.path, d.reason) for d in damaged]
+            raise ConfigError(damaged_message(files, self.files_what(path), refused_by, self.get_again(root)))
         keep, held = stratified_split(train_y, cfg.val_fraction, cfg.split_seed)
+        keep, held, kept_test, skipped = drop_damaged(damaged, keep, held, len(test_x), self.files_what(path))
+        if kept_test is not None:
+            test_x, test_y = test_x[kept_test], test_y[kept_test]
         val_x, val_y = train_x[held], train_y[held]
         train_x, train_y = train_x[keep], train_y[keep]
         if cfg.get("mean") is not None and cfg.get("std") is not None:
@@ -130,4 +152,5 @@ class ArrayImages(ImageDataset):
             num_classes=num_classes,
             name=self.name,
             source=f"{layout.name}:{path}",
+            damaged=skipped,
         )

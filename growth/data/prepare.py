@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from growth.data.layouts import CorruptData
+from growth.data.damaged import damaged_message
+from growth.data.layouts import CorruptData, DamagedImages
 from growth.data.loaders import ArrayImages
 from growth.errors import ConfigError
 from growth.kinds import DATASETS
@@ -43,6 +44,8 @@ def prepare(name: str, root: str | None = None, out: str | None = None, fmt: str
         return path
     try:
         train_x, train_y, test_x, test_y, _ = dataset.read_arrays(layout, path)
+    except DamagedImages as e:
+        raise ConfigError(damaged_message([(d.path, d.reason) for d in e.damaged], dataset.files_what(path), None)) from None
     except CorruptData as e:
         raise ConfigError(f"{e.path}: {e.detail}") from None
     target = Path(out) if out else data_root / dataset.dirs[0] / f"{name}.npz"

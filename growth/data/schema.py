@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from growth.config import DatasetConfig
+from growth.config.checks import key, one_of
+from growth.data.damaged import ON_DAMAGED
 
 DATA_PATHS = ("auto", "device", "loader")
 
@@ -42,3 +44,23 @@ class ArrayImageConfig(ImageDatasetConfig):
     crop_padding: int = 4
     hflip: bool = True
 
+
+
+@dataclass
+class ImageFilesConfig(ImageDatasetConfig):
+    """Datasets read from image files (TinyImageNet's folder tree, ImageNet's class folders):
+    what to do about damaged images (growth.data.damaged, docs/data.md)."""
+
+    # Open and fully decode every image (train and test) before anything runs: when a run opens
+    # the dataset and when a sweep or study checks its jobs before submitting; any damaged file
+    # refuses, all of them listed. It changes nothing a run computes (not in a run's identity).
+    verify_images: bool = key(False)
+    # A damaged image met by a run: stop (the run stops with a message naming the file) or skip
+    # (the run finds the damaged images when it opens the dataset, leaves them out and records
+    # them in summary.json as damaged_images).
+    on_damaged: str = key("stop", one_of(*ON_DAMAGED))
+
+
+@dataclass
+class TinyImageNetConfig(ArrayImageConfig, ImageFilesConfig):
+    """TinyImageNet: held in memory as arrays, read from a folder tree of images (or an npz)."""

@@ -9,17 +9,24 @@ tree and torchvision's shared root work.
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from growth.data.damaged import damaged_message, find_damaged, verify_options_problem
 from growth.data.layouts.base import CorruptData, Layout
 from growth.data.schema import DATA_PATHS
 from growth.errors import ConfigError
 from growth.kinds import DATASETS
 
 ROOT_ENV = "GROWTH_DATA_ROOT"
+
+# The damaged files of every set of image files verified in this process (dataset.verify_images),
+# keyed by path, layout and a hash of the files' names, sizes and times: a sweep of hundreds of jobs
+# on one dataset decodes it once, whether it passes or not.
+_VERIFIED: dict[tuple, list[tuple[str, str]]] = {}
 
 
 def resolve_root(root: str | None) -> Path:
@@ -122,6 +129,9 @@ class ImageDataset(Dataset):
                 problems.append(invalid(cfg, key, f"null or {self.channels} per-channel values"))
         if cfg.get("std") is not None and any(s <= 0 for s in cfg.std):
             problems.append(invalid(cfg, "std", "values above 0"))
+        both = verify_options_problem(cfg)
+        if both:
+            problems.append(both)
         return problems + self.own_problems(cfg)
 
     def data_path_problem(self, data_path) -> str | None:
@@ -192,6 +202,51 @@ class ImageDataset(Dataset):
         if self.locate(root, fmt) is None and not (cfg.get("download", False) and self.downloadable):
             raise ConfigError(self.missing_message(root, fmt))
 
+    def check_readable(self, cfg) -> None:
+        """Before a sweep or study submits: dataset.verify_images decodes every image file."""
+        self.verify_images(cfg)
+
+    # ------------------------------------------------------------------ damaged images
+
+    def loading_threads(self, cfg) -> int:
+        """Threads that decode image files while the dataset is opened: dataset.num_workers, else
+        min(8, CPUs)."""
+        workers = cfg.get("num_workers")
+        return int(workers) if workers else min(8, os.cpu_count() or 1)
+
+    def verify_images(self, cfg, found: tuple[Layout, Path] | None = None, files: Sequence[Path] | None = None) -> None:
+        """dataset.verify_images=true: open and fully decode every image file (train and test) of
+        the located layout, and refuse with one ConfigError listing every damaged one. Nothing for
+        layouts of arrays, or when the data are absent (check_available says so). `found` and
+        `files`: the layout and its image files, when the caller has them."""
+        if not cfg.get("verify_images", False):
+            return
+        root = resolve_root(cfg.get("root"))
+        found = found if found is not None else self.locate(root, cfg.get("format", "auto"))
+        if found is None:
+            return
+        layout, path = found
+        if files is None:
+            try:
+                files = layout.image_files(path)
+            except CorruptData as e:
+                raise ConfigError(self.corrupt_message(root, layout, e)) from None
+        if files is None:
+            return
+        key = (str(path.resolve()), layout.name, _files_stamp(files))
+        if key not in _VERIFIED:
+            _VERIFIED[key] = find_damaged(files, self.files_what(path), self.loading_threads(cfg))
+        if _VERIFIED[key]:
+            raise ConfigError(damaged_message(_VERIFIED[key], self.files_what(path), "verify_images", self.get_again(root)))
+
+    def get_again(self, root: Path) -> str:
+        """How to get the dataset's files again, for messages about damaged or corrupt ones."""
+        return self.get.format(dir=root / self.dirs[0])
+
+    def files_what(self, path: Path) -> str:
+        """The dataset's files, as messages about them name them."""
+        return f"dataset {self.name} ({self.title}) at {path}"
+
     # ------------------------------------------------------------------ messages
 
     def missing_message(self, root: Path, fmt: str, extra: str = "") -> str:
@@ -211,6 +266,18 @@ class ImageDataset(Dataset):
             f"dataset {self.name} ({self.title}): {err.path} is corrupt or not in the expected layout: {err.detail}.\n"
             f"  Expected {layout.describe()}.\n  To get it again: {get}"
         )
+
+
+def _files_stamp(files: Sequence[Path]) -> str:
+    """A hash of the files' paths, sizes and modification times (one stat each; nothing read)."""
+    h = hashlib.sha256()
+    for f in files:
+        try:
+            st = os.stat(f)
+            h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{f}\0missing\n".encode())
+    return h.hexdigest()
 
 
 def invalid(cfg, key: str, valid: str) -> str:

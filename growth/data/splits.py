@@ -30,6 +30,8 @@ class DatasetSplits:
     name: str
     # Where the data were read from ("<format>:<path>"); empty for embedded data.
     source: str = ""
+    # Damaged image files left out (dataset.on_damaged=skip): {split, path, reason} each.
+    damaged: list = dataclasses.field(default_factory=list)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

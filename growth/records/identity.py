@@ -21,7 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 # Keys that never change what a run computes: excluded from the run's identity.
 IDENTITY_EXCLUDED = (
     "output", "logger", "trainer.device", "trainer.cpu_threads", "trainer.dist_timeout_min", "dry_run", "study", "sweep",
-    "dataset.root", "dataset.download", "dataset.num_workers",
+    "dataset.root", "dataset.download", "dataset.num_workers", "dataset.verify_images",
 )
 _NOT_SETTINGS = ("defaults", "hydra")
 

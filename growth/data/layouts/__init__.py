@@ -5,13 +5,13 @@ A dataset lists its accepted layouts as instances that carry its file names (gro
 ``dataset.format=auto`` tries them in that order.
 """
 
-from growth.data.layouts.base import Arrays, CorruptData, Layout
+from growth.data.layouts.base import Arrays, CorruptData, DamagedFile, DamagedImages, Layout
 from growth.data.layouts.cifar import CifarBinary, CifarPython
 from growth.data.layouts.folders import ClassFolders, TinyImageNetTree
 from growth.data.layouts.idx import IDX_FILES, Idx
 from growth.data.layouts.npz import Npz
 
 __all__ = [
-    "Arrays", "CifarBinary", "CifarPython", "ClassFolders", "CorruptData", "IDX_FILES", "Idx", "Layout", "Npz",
-    "TinyImageNetTree",
+    "Arrays", "CifarBinary", "CifarPython", "ClassFolders", "CorruptData", "DamagedFile", "DamagedImages", "IDX_FILES",
+    "Idx", "Layout", "Npz", "TinyImageNetTree",
 ]

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from growth.data.damaged import DamagedFile
+
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # train_x, train_y, test_x, test_y
 
 
@@ -19,6 +21,14 @@ class CorruptData(Exception):
     def __init__(self, path: Path | str, detail: str):
         super().__init__(f"{path}: {detail}")
         self.path, self.detail = Path(path), detail
+
+
+class DamagedImages(CorruptData):
+    """Image files of a layout that cannot be decoded (all of them, found by decoding every one)."""
+
+    def __init__(self, path: Path | str, damaged: list[DamagedFile]):
+        super().__init__(path, f"{len(damaged)} damaged image file(s), the first {damaged[0].path}: {damaged[0].reason}")
+        self.damaged = damaged
 
 
 class Layout:
@@ -48,6 +58,17 @@ class Layout:
         """The arrays at a found `path`, and the number of classes when the files decide it
         (None: the dataset's own)."""
         raise NotImplementedError(f"the {self.name} layout holds files, not arrays")
+
+    def read_images(self, path: Path, workers: int = 8) -> tuple[Arrays, int | None, list[DamagedFile]]:
+        """As :meth:`read`, but an image that cannot be decoded is listed (its pixels zero) rather
+        than refused. Only layouts of image files have damaged images."""
+        arrays, num_classes = self.read(path)
+        return arrays, num_classes, []
+
+    def image_files(self, path: Path) -> list[Path] | None:
+        """Every image file of the layout at `path` (train and test), for dataset.verify_images;
+        None for layouts that hold arrays."""
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.describe()!r})"

@@ -3,12 +3,12 @@ folders (ImageNet; read from disk by DataLoader workers)."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from growth.data.layouts.base import Arrays, CorruptData, Layout
+from growth.data.damaged import decode_errors, progress_map, reason
+from growth.data.layouts.base import Arrays, CorruptData, DamagedFile, DamagedImages, Layout
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
 
@@ -41,6 +41,14 @@ class TinyImageNetTree(Layout):
         arrays, wnids = read_tinyimagenet(path, self.size)
         return arrays, len(wnids)
 
+    def read_images(self, path: Path, workers: int = 8) -> tuple[Arrays, int, list[DamagedFile]]:
+        arrays, wnids, damaged = read_tinyimagenet_keeping_damaged(path, self.size, workers)
+        return arrays, len(wnids), damaged
+
+    def image_files(self, path: Path) -> list[Path]:
+        train, _, test, _, _ = tinyimagenet_files(path)
+        return train + test
+
 
 class ClassFolders(Layout):
     """train/<class>/<image> and val/<class>/<image>, by torchvision's ImageFolder rules."""
@@ -58,34 +66,42 @@ class ClassFolders(Layout):
         """(train samples, val samples, classes); a sample is (file, class index)."""
         return read_image_folders(path)
 
+    def image_files(self, path: Path) -> list[Path]:
+        train, val, _ = read_image_folders(path)
+        return [Path(p) for p, _ in train + val]
 
-def _decode(paths: list[Path], size: int) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
 
-    out = np.empty((len(paths), 3, size, size), dtype=np.uint8)
+def _decode(paths: list[Path], size: int, workers: int = 8, what: str = "") -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """(pixels, damaged): every image decoded; a damaged one's (index, reason) is listed and its
+    pixels left zero. An image of the wrong size is a layout problem (CorruptData)."""
+    from PIL import Image
 
-    def one(i: int) -> None:
+    out = np.zeros((len(paths), 3, size, size), dtype=np.uint8)
+
+    def one(i: int) -> tuple[int, str] | None:
         try:
             with Image.open(paths[i]) as im:
                 arr = np.asarray(im.convert("RGB"))
-        except (UnidentifiedImageError, OSError, ValueError) as e:
-            raise CorruptData(paths[i], f"unreadable image ({type(e).__name__}: {e})") from None
+        except decode_errors() as e:
+            return i, reason(e)
         if arr.shape != (size, size, 3):
             raise CorruptData(paths[i], f"image is {arr.shape[1]}x{arr.shape[0]}, expected {size}x{size}")
         out[i] = arr.transpose(2, 0, 1)
+        return None
 
     # PIL releases the GIL while decoding, so threads decode in parallel.
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(one, range(len(paths))))
-    return out
+    results = progress_map(one, range(len(paths)), what or f"decoding {size}x{size} images", workers)
+    damaged = [d for d in results if d is not None]
+    return out, damaged
 
 
 def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def read_tinyimagenet(folder: Path, size: int = 64) -> tuple[Arrays, list[str]]:
-    """Class indices follow the sorted wnids (ImageFolder's order); the official val set is the test split."""
+def tinyimagenet_files(folder: Path) -> tuple[list[Path], list[int], list[Path], list[int], list[str]]:
+    """(train files, train labels, test files, test labels, wnids) of a tiny-imagenet-200 tree,
+    its layout checked (CorruptData); nothing is decoded."""
     wnids_file = folder / "wnids.txt"
     try:
         wnids = sorted({w.strip() for w in wnids_file.read_text().split() if w.strip()})
@@ -121,12 +137,28 @@ def read_tinyimagenet(folder: Path, size: int = 64) -> tuple[Arrays, list[str]]:
         test_y.append(index[parts[1]])
     if not test_paths:
         raise CorruptData(ann, "lists no image")
-    arrays = (
-        _decode(train_paths, size),
-        np.asarray(train_y, dtype=np.int64),
-        _decode(test_paths, size),
-        np.asarray(test_y, dtype=np.int64),
-    )
+    return train_paths, train_y, test_paths, test_y, wnids
+
+
+def read_tinyimagenet_keeping_damaged(
+    folder: Path, size: int = 64, workers: int = 8
+) -> tuple[Arrays, list[str], list[DamagedFile]]:
+    """(arrays, wnids, damaged): every image decoded; a damaged one is listed, its pixels zero."""
+    train_paths, train_y, test_paths, test_y, wnids = tinyimagenet_files(folder)
+    train_x, bad_train = _decode(train_paths, size, workers, f"decoding the train images of {folder}")
+    test_x, bad_test = _decode(test_paths, size, workers, f"decoding the val images of {folder}")
+    damaged = [DamagedFile("train", i, str(train_paths[i]), why) for i, why in bad_train]
+    damaged += [DamagedFile("test", i, str(test_paths[i]), why) for i, why in bad_test]
+    arrays = (train_x, np.asarray(train_y, dtype=np.int64), test_x, np.asarray(test_y, dtype=np.int64))
+    return arrays, wnids, damaged
+
+
+def read_tinyimagenet(folder: Path, size: int = 64) -> tuple[Arrays, list[str]]:
+    """Class indices follow the sorted wnids (ImageFolder's order); the official val set is the test
+    split. Damaged images raise DamagedImages listing every one of them."""
+    arrays, wnids, damaged = read_tinyimagenet_keeping_damaged(folder, size)
+    if damaged:
+        raise DamagedImages(folder, damaged)
     return arrays, wnids
 
 

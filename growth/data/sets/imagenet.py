@@ -4,20 +4,22 @@ official val set is the test split."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from growth.data.damaged import DamagedFile, drop_damaged, find_damaged
 from growth.data.images import FolderImages, default_workers, labels_tensor
 from growth.data.layouts import ClassFolders, CorruptData
-from growth.data.schema import ImageDatasetConfig
+from growth.data.schema import ImageFilesConfig
 from growth.data.spec import ImageDataset, invalid, raise_invalid, register
 from growth.data.splits import DatasetSplits, stratified_split
 from growth.errors import ConfigError
 
 
 @dataclass
-class ImageNetConfig(ImageDatasetConfig):
+class ImageNetConfig(ImageFilesConfig):
     """ImageNet as class folders, read from disk every epoch."""
 
     data_path: str = "loader"
@@ -60,8 +62,23 @@ class ImageNet(ImageDataset):
             train, test, classes = layout.samples(path)
         except CorruptData as e:
             raise ConfigError(self.corrupt_message(root, layout, e)) from None
+        train_files, test_files = [Path(p) for p, _ in train], [Path(p) for p, _ in test]
+        # dataset.verify_images: every file decoded before anything runs, all damaged ones refused.
+        self.verify_images(cfg, (layout, path), train_files + test_files)
         labels = np.asarray([label for _, label in train], dtype=np.int64)
         keep, held = stratified_split(labels, cfg.val_fraction, cfg.split_seed)
+        damaged = []
+        if cfg.get("on_damaged", "stop") == "skip":
+            # Found once, as the run opens the dataset, and left out of every split: the batches
+            # a run draws (and so its resume) are those of the healthy files alone.
+            what, threads = self.files_what(path), self.loading_threads(cfg)
+            for split, files, folder in (("train", train_files, "train/"), ("test", test_files, "val/")):
+                index = {str(f): i for i, f in enumerate(files)}
+                found = find_damaged(files, f"{what}, {folder}", threads)
+                damaged += [DamagedFile(split, index[p], p, why) for p, why in found]
+        keep, held, kept_test, skipped = drop_damaged(damaged, keep, held, len(test), self.files_what(path))
+        if kept_test is not None:
+            test = [test[i] for i in kept_test]
         workers = default_workers() if cfg.get("num_workers") is None else int(cfg.num_workers)
 
         def files(samples, augment: bool) -> FolderImages:
@@ -87,6 +104,7 @@ class ImageNet(ImageDataset):
             num_classes=len(classes),
             name=self.name,
             source=f"{layout.name}:{path}",
+            damaged=skipped,
         )
 
 

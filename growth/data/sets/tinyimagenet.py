@@ -6,7 +6,7 @@ from __future__ import annotations
 from growth.data.download import Archive
 from growth.data.layouts import Npz, TinyImageNetTree
 from growth.data.loaders import ArrayImages
-from growth.data.schema import ArrayImageConfig
+from growth.data.schema import TinyImageNetConfig
 from growth.data.spec import register
 
 TINYIMAGENET = register(
@@ -22,5 +22,5 @@ TINYIMAGENET = register(
         download=Archive("http://cs231n.stanford.edu/tiny-imagenet-200.zip", md5="90528d7ca1a48142e341f4ef8d21d0de"),
         classes_from_files=True,  # the tree's wnids.txt decides (a subset's tree holds fewer)
     ),
-    ArrayImageConfig,
+    TinyImageNetConfig,
 )
