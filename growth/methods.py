@@ -67,6 +67,13 @@ def _set_rng_state(gens, state) -> None:
         g.set_state(state[k])
 
 
+DAMAGED_LISTED = 1000  # damaged image files a summary lists (all are counted)
+
+
+def damaged_images_record(damaged: list[dict]) -> dict:
+    return {"count": len(damaged), "files": [dict(d) for d in damaged[:DAMAGED_LISTED]]}
+
+
 class MethodRun:
     """What every method shares: random streams, model, ledger, engine, checkpoint and resume,
     resumable fixed-length training, and the records (curve.csv, summary.json).
@@ -124,12 +131,29 @@ class MethodRun:
             self.ctx.logger.resume_at(int(self.state.get("logger_step", 0)))
             self.ctx.progress(f"resuming {self.run_dir}")
         self.state["warnings"] = [*self.state.get("warnings", []), *getattr(self.ctx, "checkpoint_warnings", [])]
+        self._note_damaged_images()
         self.engine.set_masks(self.masks)
         # Every rank has read the same checkpoint before rank 0 may write the next one.
         distributed.barrier()
         self.ctx.elapsed()
         self.execute()
         return self.write_records("finished")
+
+    def _note_damaged_images(self) -> None:
+        """Keep the damaged images the data left out (dataset.on_damaged=skip) in the state; a
+        resume that finds others (a file damaged or mended since) says so in the warnings."""
+        damaged = [d["path"] for d in getattr(self.ctx.data, "damaged", [])]
+        before = self.state.get("damaged_images")
+        if before is None and damaged:
+            self.state["warnings"].append(
+                f"{len(damaged)} damaged image file(s) left out of the data (dataset.on_damaged=skip; see damaged_images)"
+            )
+        elif before is not None and before != damaged:
+            self.state["warnings"].append(
+                f"the damaged images left out changed on resume ({len(before)} before, {len(damaged)} now): "
+                "the resumed training reads other files than the first attempt"
+            )
+        self.state["damaged_images"] = damaged
 
     def checkpoint(self) -> None:
         self.ledger.add_seconds(self.ctx.elapsed())
@@ -235,6 +259,9 @@ class MethodRun:
             "budget": dict(self.ledger.budget),
             # e.g. a damaged checkpoint that was skipped when resuming
             "warnings": list(self.state.get("warnings", [])),
+            # damaged image files left out of the data (dataset.on_damaged=skip): how many, and
+            # which (split, path, reason; the first DAMAGED_LISTED)
+            "damaged_images": damaged_images_record(getattr(self.ctx.data, "damaged", [])),
         }
         summary.update(self.summary_fields())
         records.atomic_write_json(self.run_dir / "summary.json", summary)
