@@ -231,6 +231,7 @@ def fake_roots(tmp_path_factory):
 TINY = [
     "trainer.device=cpu",
     "trainer.epochs=1",
+    "trainer.milestones=[]",  # (a recipe's step milestones lie beyond a one-epoch schedule)
     "trainer.batch_size=8",
     "trainer.eval_batch_size=16",
     "growth.timing.epochs=1",

@@ -48,12 +48,14 @@ def in_range(
     lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False,
     nullable: bool = False, valid: str | None = None,
 ) -> Check:
-    """lo <= x <= hi (open ends with lo_open/hi_open); NaN is never in range; None only if nullable."""
+    """lo <= x <= hi (open ends with lo_open/hi_open); NaN and +-inf are never in range (no key
+    means "forever" by infinity: every number is used in arithmetic that overflows on it); None
+    only if nullable."""
 
     def test(x: Any) -> bool:
         if x is None:
             return nullable
-        if not isinstance(x, (int, float)) or isinstance(x, bool) or math.isnan(x):
+        if not isinstance(x, (int, float)) or isinstance(x, bool) or not math.isfinite(x):
             return False
         if lo is not None and (x <= lo if lo_open else x < lo):
             return False
@@ -127,11 +129,25 @@ def nonempty(valid: str = "a non-empty value") -> Check:
     return Check(valid, lambda x: x is not None and x != "" and x != [])
 
 
+def name_or_null(valid: str = "null or a non-empty name") -> Check:
+    """An optional name or path: null, or a string that is not empty (an empty one would name the
+    working directory, or nothing, without saying so)."""
+    return Check(valid, lambda x: x is None or (isinstance(x, str) and x.strip() != ""))
+
+
+# Seeds go to torch.manual_seed and numpy's generators, which take 64 and 32 bits: the range both take.
+SEED_MAX = 2**32 - 1
+
+
+def seed_value(valid: str = f"a seed in [0, {SEED_MAX}]") -> Check:
+    return in_range(0, SEED_MAX, valid=valid)
+
+
 def satisfies(test: Callable[[Any], bool], valid: str) -> Check:
     return Check(valid, test)
 
 
 __all__ = [
     "Check", "key", "field_checks", "in_range", "at_least", "above", "density", "fraction", "one_of",
-    "registered", "each", "nonempty", "satisfies",
+    "registered", "each", "nonempty", "name_or_null", "seed_value", "SEED_MAX", "satisfies",
 ]

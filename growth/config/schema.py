@@ -16,20 +16,22 @@ from typing import Any, Optional
 
 from omegaconf import MISSING
 
-from growth.config.checks import above, at_least, density, each, fraction, in_range, key, one_of, registered, satisfies
+from growth.config.checks import (
+    above, at_least, density, each, fraction, in_range, key, name_or_null, nonempty, one_of, registered, satisfies, seed_value,
+)
 
 
 @dataclass
 class DatasetConfig:
     name: str = key(MISSING, registered("dataset"))
     # Data root; null means the dataset's own default (the embedded digits need none).
-    root: Optional[str] = None
+    root: Optional[str] = key(None, name_or_null("null (the dataset's default) or a directory"))
     # Validation split carved from the training set (stratified, seeded): proxy accuracy and
     # adaptive timing use it; the test split is never used for decisions.
     val_fraction: float = key(0.1, fraction())
     # Only for datasets without an official test split (the embedded digits).
     test_fraction: float = key(0.2, fraction())
-    split_seed: int = 0
+    split_seed: int = key(0, seed_value())
 
 
 @dataclass
@@ -58,7 +60,7 @@ class TrainerConfig:
     # Learning-rate schedule of extensive (full) training: cosine | step | constant.
     schedule: str = key("cosine", one_of("cosine", "step", "constant"))
     # For schedule=step: epochs at which the lr is multiplied by gamma.
-    milestones: list[int] = field(default_factory=list)
+    milestones: list[int] = key(None, each(at_least(1), "a list of epochs, each at least 1"), factory=list)
     gamma: float = key(0.1, above(0))
     # Linear warm-up of the first epochs of every scheduled training (not of growth rounds, which
     # train at a constant round_lr): epoch e < W trains at the schedule's lr x (e + 1) / (W + 1),
@@ -81,7 +83,7 @@ class TrainerConfig:
     device: str = key("auto", satisfies(lambda d: d in ("auto", "cpu") or str(d).startswith("cuda"), "auto, cpu, cuda or cuda:N"))
     # Threads for CPU runs; 0 keeps torch's default. Small models run no faster on more threads,
     # and several runs sharing a machine slow down sharply when each spins on every core.
-    cpu_threads: int = key(0, at_least(0, "0 (torch's default) or a thread count"))
+    cpu_threads: int = key(0, in_range(0, 4096, valid="0 (torch's default) or a thread count up to 4096"))
     # Growth rounds train at this lr (constant); null means trainer.lr.
     round_lr: Optional[float] = key(None, above(0, "null or a learning rate above 0", nullable=True))
     # Data-parallel training of one run (growth/distributed.py): processes per node and nodes.
@@ -90,7 +92,7 @@ class TrainerConfig:
     devices: int = key(1, at_least(1, "at least 1 process per node"))
     nodes: int = key(1, at_least(1, "at least 1 node"))
     # How long a rank waits for the others in a collective before the run fails.
-    dist_timeout_min: float = key(30.0, above(0, "minutes above 0"))
+    dist_timeout_min: float = key(30.0, in_range(0, 10080, lo_open=True, valid="minutes in (0, 10080] (at most a week)"))
 
 
 @dataclass
@@ -100,7 +102,7 @@ class TimingConfig:
     epochs: int = key(3, at_least(1, "at least 1 epoch per round"))
     eval_every: int = key(20, at_least(1, "at least 1 batch"))  # adaptive: batches between validation evaluations
     patience: int = key(3, at_least(1, "at least 1 evaluation"))  # adaptive: evaluations without improvement before the round ends
-    min_delta: float = key(0.001, at_least(0))  # adaptive: improvement in validation accuracy that counts
+    min_delta: float = key(0.001, fraction(lo_open=False, hi_open=False, what="an accuracy gain"))  # adaptive: improvement in validation accuracy that counts
     max_epochs: int = key(10, at_least(1, "at least 1 epoch"))  # adaptive: cap on a round's length
 
 
@@ -183,7 +185,7 @@ class BudgetConfig:
     # dataset, model and seed in output.root): its cumulative cost at this run's density.
     match: Optional[str] = None
     # Explicit reference run directory (needed only when several runs could match).
-    reference: Optional[str] = None
+    reference: Optional[str] = key(None, name_or_null("null or a reference run's directory"))
     # Cost unit to match: epochs (in dense-run units) or flops.
     unit: str = key("epochs", one_of("epochs", "flops"))
     # Explicit length in epochs; null means trainer.epochs (or the matched budget).
@@ -198,21 +200,22 @@ class BudgetConfig:
 class SlurmConfig:
     """Resources of every job a study submits to SLURM (GROWTH_SLURM_* set them per account)."""
 
-    partition: Optional[str] = "${oc.env:GROWTH_SLURM_PARTITION,null}"
-    account: Optional[str] = "${oc.env:GROWTH_SLURM_ACCOUNT,null}"
-    qos: Optional[str] = "${oc.env:GROWTH_SLURM_QOS,null}"
-    constraint: Optional[str] = "${oc.env:GROWTH_SLURM_CONSTRAINT,null}"
-    time_min: int = "${oc.decode:${oc.env:GROWTH_SLURM_TIME_MIN,720}}"  # type: ignore[assignment]
+    # Names the cluster knows (sbatch checks them when the study submits; a refusal is one line).
+    partition: Optional[str] = key("${oc.env:GROWTH_SLURM_PARTITION,null}", name_or_null())
+    account: Optional[str] = key("${oc.env:GROWTH_SLURM_ACCOUNT,null}", name_or_null())
+    qos: Optional[str] = key("${oc.env:GROWTH_SLURM_QOS,null}", name_or_null())
+    constraint: Optional[str] = key("${oc.env:GROWTH_SLURM_CONSTRAINT,null}", name_or_null())
+    time_min: int = key("${oc.decode:${oc.env:GROWTH_SLURM_TIME_MIN,720}}", at_least(1, "at least 1 minute"))
     # GPUs per process: a run with trainer.devices=N gets N processes and N x this many GPUs a node.
-    gpus_per_task: int = "${oc.decode:${oc.env:GROWTH_SLURM_GPUS,1}}"  # type: ignore[assignment]
-    cpus_per_task: int = "${oc.decode:${oc.env:GROWTH_SLURM_CPUS,8}}"  # type: ignore[assignment]
-    mem_gb: int = "${oc.decode:${oc.env:GROWTH_SLURM_MEM_GB,32}}"  # type: ignore[assignment]
+    gpus_per_task: int = key("${oc.decode:${oc.env:GROWTH_SLURM_GPUS,1}}", at_least(0, "0 (a CPU job) or a GPU count"))
+    cpus_per_task: int = key("${oc.decode:${oc.env:GROWTH_SLURM_CPUS,8}}", at_least(1))
+    mem_gb: int = key("${oc.decode:${oc.env:GROWTH_SLURM_MEM_GB,32}}", at_least(1, "at least 1 GB"))
     # Requeues after preemption or time-outs; a requeued run resumes from its checkpoint.
-    max_num_timeout: int = 20
+    max_num_timeout: int = key(20, at_least(0))
     # Extra sbatch arguments, e.g. {mail-type: END}.
     additional_parameters: dict[str, Any] = field(default_factory=dict)
     # Where submitit keeps job files; null means <output.root>/slurm.
-    folder: Optional[str] = None
+    folder: Optional[str] = key(None, name_or_null("null (<output.root>/slurm) or a directory"))
 
 
 @dataclass
@@ -223,9 +226,9 @@ class LoggerConfig:
 @dataclass
 class OutputConfig:
     # Results root: every run gets its own directory below it, named by the run's identity.
-    root: str = "results"
+    root: str = key("results", nonempty("a directory (relative to the working directory, or absolute)"))
     # Explicit run directory; null derives it from the config (so a relaunch finds it).
-    run_dir: Optional[str] = None
+    run_dir: Optional[str] = key(None, name_or_null("null (derived from the config) or a directory"))
     # Print progress lines while training.
     progress: bool = True
 
@@ -233,9 +236,9 @@ class OutputConfig:
 @dataclass
 class StudyConfig:
     # null: a single run; compare: the runs behind the paper's comparison figures.
-    name: Optional[str] = None
+    name: Optional[str] = key(None, name_or_null("null (a single run) or the study's name, e.g. compare"))
     # Three seeds: the fewest with a bootstrap interval over seeds in the analysis tables and figures.
-    seeds: list[int] = key(None, each(in_range(), "at least one seed", min_len=1), factory=lambda: [0, 1, 2])
+    seeds: list[int] = key(None, each(seed_value(), "at least one seed, each in [0, 2**32 - 1]", min_len=1), factory=lambda: [0, 1, 2])
     # Growth methods: grown to max_density past their discovered density, every snapshot trained.
     growth_methods: list[str] = field(default_factory=lambda: ["pwmpr", "pwmp", "rg", "gg"])
     # Independent baselines (dense defines the cost unit; imp_c prunes down to its min_density).
@@ -254,15 +257,15 @@ class StudyConfig:
     # A registered study executor (growth.study): local runs in this process (workers=1) or in
     # local worker processes; slurm: every run a SLURM job, the order expressed as job dependencies.
     executor: str = key("local", registered("executor", "local or slurm"))
-    workers: int = key(1, at_least(1))
+    workers: int = key(1, in_range(1, 256, valid="a worker count in [1, 256]"))
     # Runs per SLURM job (executor slurm): k runs of a stage as k processes of one job with one
     # run's resources (its GPU shared, its CPUs split), for runs too small to fill a GPU. With
     # executor local, the same as workers. How a study is executed: not in its identity.
-    pack: int = key(1, at_least(1))
+    pack: int = key(1, in_range(1, 256, valid="a run count in [1, 256]"))
     # slurm: after submitting, wait and report as jobs finish (otherwise return at once).
     wait: bool = False
     # slurm: seconds between polls while waiting.
-    poll_seconds: float = 5.0
+    poll_seconds: float = key(5.0, in_range(0, 3600, lo_open=True, valid="seconds in (0, 3600]"))
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
 
@@ -298,6 +301,6 @@ class Config:
     study: StudyConfig = field(default_factory=StudyConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
-    seed: int = 0
+    seed: int = key(0, seed_value())
     # Print what would run (jobs, resources, dependencies) and run or submit nothing.
     dry_run: bool = False

@@ -9,6 +9,7 @@ Every problem is one line naming the key and what is valid; all are raised toget
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -99,16 +100,74 @@ def model_fit_problems(cfg: DictConfig) -> list[str]:
     if MODELS.entry(cfg.model.name).validate is not None:
         return []  # the model's own validator builds it and says what does not fit (model=custom)
     try:
-        build_on_meta(cfg.model, cfg.dataset)
+        model = build_on_meta(cfg.model, cfg.dataset)
     except ConfigError as exc:
         shape = dataset_shape(cfg.dataset)
         return [
             f"model={cfg.model.name} does not fit dataset={cfg.dataset.name} (inputs of shape {shape[0]}, "
             f"{shape[1]} classes): {exc}"
         ]
-    except Exception:  # not a configuration problem: building the real model reports it
+    except Exception as exc:  # e.g. sizes whose tensors cannot even be described (an overflow)
+        settings = ", ".join(f"model.{k}={v}" for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "name")
+        return [f"model={cfg.model.name} cannot be built with {settings} for dataset={cfg.dataset.name}: "
+                f"{type(exc).__name__}: {exc}"]
+    if model is None:
         return []
-    return []
+    too_large = [(n, p.numel()) for n, p in model.named_parameters() if p.numel() > MAX_TENSOR_ELEMENTS]
+    if too_large:
+        name, numel = too_large[0]
+        settings = ", ".join(f"model.{k}={v}" for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "name")
+        return [f"model={cfg.model.name} is too large with {settings}: its parameter {name} has {numel:,} elements, more than "
+                f"{MAX_TENSOR_ELEMENTS:,} (2**31 - 1, what masks, sampling and sparse kernels index): choose smaller model settings"]
+    return path_density_problems(cfg, model)
+
+
+def sparse_density_key(cfg: DictConfig) -> str | None:
+    """The key that sets the sparsest network this run trains: a fixed-density method's density,
+    a pruning method's floor, a growth method's seed (none for a dense run)."""
+    from growth.kinds import METHODS
+
+    if cfg.method.name not in METHODS:
+        return None
+    for key in ("density", "min_density"):
+        if key in cfg.method:
+            return f"method.{key}"
+    if METHODS.entry(cfg.method.name).info.get("family") == "growth":
+        return "growth.seed_density"
+    return None
+
+
+def path_density_problems(cfg: DictConfig, model) -> list[str]:
+    """A density so small that the network cannot have a path from the input to every output:
+    that needs at least one edge in each growable layer and one into each output unit. Below it a
+    run would train at chance and report that as a result."""
+    from growth.masks import growable_weight_names
+
+    key = sparse_density_key(cfg)
+    value = OmegaConf.select(cfg, key) if key else None
+    if not isinstance(value, (int, float)) or not 0 < value <= 1:
+        return []  # absent, or already refused by its own check
+    names = growable_weight_names(model)
+    if not names:
+        return []
+    from growth.data import dataset_shape
+
+    weights = [model.get_parameter(n) for n in names]
+    total = sum(w.numel() for w in weights)
+    outputs = dataset_shape(cfg.dataset)[1]
+    needed = outputs + len(weights) - 1
+    edges = math.floor(value * total + 1e-9)
+    if edges >= needed:
+        return []
+    return [
+        f"{key}={value} is too small for model={cfg.model.name}: it keeps {edges:,} of {total:,} weights, and a path from the "
+        f"input to each of the {outputs} outputs through the {len(weights)} layers needs at least {needed:,}: choose {key} "
+        f">= {needed / total:.3g}"
+    ]
+
+
+# The most elements one weight may have: masks, index sampling and sparse tensors index with 32 bits.
+MAX_TENSOR_ELEMENTS = 2**31 - 1
 
 
 def output_problems(cfg: DictConfig) -> list[str]:
@@ -164,6 +223,8 @@ def budget_problems(cfg: DictConfig) -> list[str]:
     from growth.kinds import METHODS
 
     b, problems = cfg.budget, []
+    if b.reference is not None and b.match is None:
+        problems.append(f"budget.reference={b.reference!r} needs budget.match (the method whose finished run it names)")
     if b.match is not None and b.epochs is not None:
         problems.append("budget.match and budget.epochs are both set: give the length one way, not two")
     if b.snapshot is not None and b.match is None:
@@ -179,6 +240,16 @@ def budget_problems(cfg: DictConfig) -> list[str]:
 
 def trainer_problems(cfg: DictConfig) -> list[str]:
     t, problems = cfg.trainer, []
+    m = cfg.method
+    if m.get("rewind") == "epoch" and isinstance(m.get("rewind_epoch"), int) and m.rewind_epoch >= t.epochs >= 1:
+        problems.append(f"method.rewind_epoch={m.rewind_epoch} is invalid: an epoch below trainer.epochs={t.epochs}, "
+                        "which the dense training reaches (0 rewinds to the initial weights)")
+    late = [m for m in t.milestones if isinstance(m, int) and m >= t.epochs]
+    if t.schedule == "step" and late and t.epochs >= 1:
+        problems.append(
+            f"trainer.milestones={list(t.milestones)} has {late} at or beyond trainer.epochs={t.epochs}, where the "
+            f"schedule has ended, so they never apply: give milestones below {t.epochs} (or trainer.milestones=[])"
+        )
     if t.devices >= 1 and t.nodes >= 1 and t.batch_size < t.devices * t.nodes:
         problems.append(
             f"trainer.batch_size={t.batch_size} is invalid: at least trainer.devices x trainer.nodes = "
@@ -215,6 +286,11 @@ def study_problems(cfg: DictConfig) -> list[str]:
             problems.append(f"study.{key} has unknown methods {unknown}: valid are {known}")
     if st.reference not in known:
         problems.append(f"study.reference={st.reference!r} is invalid: one of {known}")
+    elif st.matched_methods and st.reference not in st.growth_methods:
+        problems.append(
+            f"study.reference={st.reference!r} is not one of study.growth_methods={list(st.growth_methods)}: the matched "
+            "methods take their densities and budgets from the reference's runs, so the study must run it"
+        )
     unknown = [x for x in st.method_overrides if x not in known]
     if unknown:
         problems.append(f"study.method_overrides names unknown methods {unknown}: valid are {known}")
@@ -228,11 +304,16 @@ CROSS_SECTION_RULES = (schema_problems, growth_problems, proxy_problems, extensi
 def validate(cfg: DictConfig) -> None:
     """Check ranges and contradictions; raise ConfigError naming the key and what is valid."""
     problems = field_problems(cfg)
-    for entry in selected_entries(cfg):
-        if entry.validate is not None:
-            problems += entry.validate(cfg)
-    for rule in CROSS_SECTION_RULES:
-        problems += rule(cfg)
-    problems += unknown_key_problems(cfg)
+    rules = [entry.validate for entry in selected_entries(cfg) if entry.validate is not None]
+    for rule in [*rules, *CROSS_SECTION_RULES, unknown_key_problems]:
+        if rule is model_fit_problems and any("model" in p for p in problems):
+            continue  # the model's own settings are refused: building it would only repeat that (or never end)
+        try:
+            problems += rule(cfg)
+        except Exception:
+            # A rule may assume the values its fields' checks guarantee; when some are refused
+            # already, those refusals are the message (and a rule's own error would bury them).
+            if not problems:
+                raise
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(dict.fromkeys(problems)))

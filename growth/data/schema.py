@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from growth.config import DatasetConfig
-from growth.config.checks import key, one_of
+from growth.config.checks import in_range, key, one_of
 from growth.data.damaged import ON_DAMAGED
 
 DATA_PATHS = ("auto", "device", "loader")
@@ -30,7 +30,7 @@ class ImageDatasetConfig(DatasetConfig):
     # Fetch the data through torchvision when it is missing (needs network access).
     download: bool = False
     # DataLoader workers (loader path only); null: min(8, CPUs).
-    num_workers: Optional[int] = None
+    num_workers: Optional[int] = key(None, in_range(0, 1024, nullable=True, valid="null (min(8, CPUs)) or a worker count in [0, 1024]"))
     # Per-channel normalisation on the [0, 1] scale; null: computed on the training split.
     mean: Optional[list[float]] = None
     std: Optional[list[float]] = None

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from growth.config import LoggerConfig
-from growth.config.checks import key, registered
+from growth.config.checks import key, name_or_null, nonempty, registered
 from growth.kinds import LOGGERS
 from growth.loggers.base import RunLogger, flat_config
 
@@ -35,18 +35,18 @@ class WandbMode(enum.Enum):
 @dataclass
 class WandbLoggerConfig(LoggerConfig):
     name: str = key("wandb", registered("logger"))
-    project: str = "growth-density"
+    project: str = key("growth-density", nonempty("a W&B project name"))
     # null: the W&B default entity of the logged-in user (online) or none (offline).
-    entity: Optional[str] = None
+    entity: Optional[str] = key(None, name_or_null())
     # A study or sweep name, so a dashboard can group its runs.
-    group: Optional[str] = None
+    group: Optional[str] = key(None, name_or_null())
     # null: the method name (pwmpr, rg, imp_c, ...).
-    job_type: Optional[str] = None
+    job_type: Optional[str] = key(None, name_or_null())
     tags: list[str] = field(default_factory=list)
     # offline: files under `dir`, uploaded later with `wandb sync`; online only when asked.
     mode: WandbMode = WandbMode.offline
     # null: the run directory (W&B writes its files to <dir>/wandb/).
-    dir: Optional[str] = None
+    dir: Optional[str] = key(None, name_or_null("null (the run directory) or a directory"))
 
 
 WANDB_ID_FILE = "wandb_id.txt"

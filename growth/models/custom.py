@@ -66,7 +66,8 @@ class CustomModelConfig(ModelConfig):
     # Keyword arguments of the callable; num_classes is added from the dataset when the callable
     # takes it and this does not set it. An open dict (the rest of the config is struct), so
     # model.kwargs.width_mult=0.5 and model.kwargs={...} add keys without a leading +.
-    kwargs: dict[str, Any] = key(factory=lambda: OmegaConf.create({}, flags={"struct": False}))
+    kwargs: dict[str, Any] = key(None, satisfies(lambda x: isinstance(x, dict), "a mapping of keyword arguments, e.g. model.kwargs={weights:null}"),
+                                 factory=lambda: OmegaConf.create({}, flags={"struct": False}))
     # null: the model's own growable_weights(), else every Conv2d and Linear weight; or these names.
     growable: Optional[list[str]] = key(None, satisfies(_is_growable_list, GROWABLE_VALID))
 

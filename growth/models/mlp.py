@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from growth.config import ModelConfig
+from growth.config.checks import at_least, each, key
 from growth.kinds import MODELS
 from growth.models.common import model_name
 
@@ -21,7 +22,8 @@ from growth.models.common import model_name
 @dataclass
 class MLPConfig(ModelConfig):
     name: str = model_name("mlp")
-    hidden: list[int] = field(default_factory=lambda: [100, 100])
+    # Hidden widths; [] is a linear classifier.
+    hidden: list[int] = key(None, each(at_least(1), "a list of widths, each at least 1"), factory=lambda: [100, 100])
 
 
 class MLP(nn.Module):

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from growth.config import ModelConfig
+from growth.config.checks import above, at_least, in_range, key
 from growth.errors import ConfigError
 from growth.kinds import MODELS
 from growth.models.common import check_classes, image_shape, linear_and_conv_weights, model_name
@@ -44,11 +45,12 @@ from growth.models.common import check_classes, image_shape, linear_and_conv_wei
 @dataclass
 class ViTConfig(ModelConfig):
     name: str = model_name("vit")
-    patch_size: int = 8
-    dim: int = 256
-    depth: int = 6
-    heads: int = 8
-    mlp_ratio: float = 2.0
+    patch_size: int = key(8, at_least(1))
+    dim: int = key(256, at_least(1))
+    # Bounded so that building the model to check it (on the meta device) stays quick.
+    depth: int = key(6, in_range(1, 1000, valid="a block count in [1, 1000]"))
+    heads: int = key(8, at_least(1))
+    mlp_ratio: float = key(2.0, above(0))
 
 
 class Attention(nn.Module):

@@ -9,6 +9,7 @@ from typing import Optional
 
 import numpy as np
 
+from growth.config.checks import in_range, key
 from growth.data.damaged import DamagedFile, drop_damaged, find_damaged
 from growth.data.images import FolderImages, default_workers, labels_tensor
 from growth.data.layouts import ClassFolders, CorruptData
@@ -24,8 +25,9 @@ class ImageNetConfig(ImageFilesConfig):
 
     data_path: str = "loader"
     # Training crop (RandomResizedCrop) and evaluation crop (resize to resize_size, centre crop).
-    image_size: int = 224
-    resize_size: int = 256
+    # (At most 4096 pixels: the transforms allocate the resized image.)
+    image_size: int = key(224, in_range(1, 4096, valid="pixels in [1, 4096]"))
+    resize_size: int = key(256, in_range(1, 4096, valid="pixels in [1, 4096]"))
     mean: Optional[list[float]] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: Optional[list[float]] = field(default_factory=lambda: [0.229, 0.224, 0.225])
 
@@ -49,10 +51,8 @@ class ImageNet(ImageDataset):
 
     def own_problems(self, cfg) -> list[str]:
         problems = []
-        if "image_size" in cfg and cfg.image_size < 1:
-            problems.append(invalid(cfg, "image_size", "at least 1"))
         if "resize_size" in cfg and "image_size" in cfg and cfg.resize_size < cfg.image_size:
-            problems.append(invalid(cfg, "resize_size", "at least image_size"))
+            problems.append(invalid(cfg, "resize_size", f"at least dataset.image_size={cfg.image_size}"))
         return problems
 
     def load(self, cfg) -> DatasetSplits:
