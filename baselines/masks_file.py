@@ -21,7 +21,7 @@ import torch
 
 from growth.config import MethodConfig
 from growth.config.checks import key, one_of, satisfies
-from growth.errors import ConfigError
+from growth.errors import ConfigError, safe_text
 from growth.kinds import DATASETS
 from growth.fixed import FixedDensityRun, find_reference
 from growth.masks import Masks, check_masks_fit, density
@@ -36,7 +36,7 @@ def read_masks_file(path: str | Path) -> Masks:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, not a torch file, or a pickle that is not plain data
-        raise ConfigError(f"method.file={str(path)!r} cannot be read as a masks file: {type(exc).__name__}: {exc}") from None
+        raise ConfigError(safe_text(f"method.file={str(path)!r} cannot be read as a masks file: {type(exc).__name__}: {exc}")) from None
     masks = obj.get("masks") if isinstance(obj, dict) and "masks" in obj else obj
     if not isinstance(masks, dict) or not masks or not all(torch.is_tensor(m) for m in masks.values()):
         raise ConfigError(

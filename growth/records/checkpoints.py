@@ -19,6 +19,7 @@ import torch
 
 from growth import distributed
 from growth.records.atomic import atomic_write_bytes
+from growth.errors import safe_text
 
 # The package's logger, as before the split (runs and tests filter on "growth.records").
 log = logging.getLogger("growth.records")
@@ -69,7 +70,7 @@ def load_checkpoint(run_dir: str | Path, problems: list[str] | None = None) -> d
         try:
             found = _read_checkpoint(path)
         except Exception as exc:  # any damage: fall back to the previous checkpoint
-            damaged.append(f"checkpoint {path} is unusable ({exc})")
+            damaged.append(safe_text(f"checkpoint {path} is unusable ({exc})"))
             continue
         outcome = f"resumed from {name} instead"
         break
