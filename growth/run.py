@@ -57,7 +57,7 @@ def run(cfg: DictConfig) -> dict:
     summary = records.read_summary(run_dir)
     if summary and summary.get("status") in records.TERMINAL_STATUSES:
         log.info("run %s already %s: skipped", run_dir, summary["status"])
-        return {**summary, "skipped": True}
+        return {**summary, "skipped": True, "run_dir": str(run_dir)}
     shard = distributed.setup(cfg.trainer, resolve_device(cfg.trainer.device))
     data = build_dataset(cfg.dataset)  # read (a corrupt file is a ConfigError) before the run directory is touched
     with _owned(run_dir, cfg, shard):

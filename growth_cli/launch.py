@@ -14,12 +14,13 @@ import hydra
 from omegaconf import DictConfig
 
 from growth.config.store import register_configs
-from growth.errors import ConfigError
+from growth.errors import ConfigError, safe_text
 
 register_configs()
 log = logging.getLogger("growth")
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 REFUSED: list[ConfigError] = []
+STARTED: list[bool] = []  # set once Hydra has called main (so its own set-up succeeded)
 
 
 def format_summary(summary: dict) -> str:
@@ -61,6 +62,7 @@ def main(cfg: DictConfig) -> dict | float | list[float] | str:
 
     from growth.run import run
 
+    STARTED.append(True)
     try:
         if cfg.study.name is not None:
             return run_study(cfg)
@@ -160,6 +162,25 @@ def compose_for_hints(overrides: list[str]):
         return compose(config_name="config", overrides=overrides)
 
 
+def sbatch_refusal(exc: BaseException) -> str | None:
+    """sbatch's refusal of a submission (submitit raises it with sbatch's stderr), said as one
+    line naming the settings that ask for resources; None for any other error."""
+    try:
+        from submitit.core.utils import FailedJobError
+    except ImportError:
+        return None
+    if not isinstance(exc, FailedJobError) or "sbatch" not in str(exc):
+        return None
+    said = " ".join(line.strip() for line in str(exc).splitlines() if "error" in line.lower()) or str(exc).strip()
+    hint = ""
+    if "gres" in said.lower():
+        hint = (" (GPUs asked for where the partition has none: set GROWTH_SLURM_GPUS=0, or study.slurm.gpus_per_task=0 "
+                "for a study, hydra.launcher.gpus_per_task=0 for a sweep; or choose a partition with GPUs)")
+    return (f"SLURM refused the submission: {said}{hint}; the resources asked for are study.slurm.* for a study and "
+            "hydra.launcher.* for a sweep (partition, account, qos, constraint, gpus_per_task, cpus_per_task, mem_gb, "
+            "time_min; GROWTH_SLURM_* set them per account). Jobs submitted before the refusal are listed by squeue.")
+
+
 def cli(argv: list[str] | None = None) -> int:
     """Run Hydra's main and turn every user error into one message and exit code 2: errors are
     raised by the library (and by Hydra, told to raise rather than print a traceback)."""
@@ -173,13 +194,14 @@ def cli(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     previous = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    STARTED.clear()
     try:
         sys.argv = [sys.argv[0], *args]
         main()
         if REFUSED:
             raise REFUSED.pop()
     except (ConfigError, LaunchRefused) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {safe_text(str(exc))}", file=sys.stderr)
         return 2
     except DryRunDone:
         return 0
@@ -187,11 +209,23 @@ def cli(argv: list[str] | None = None) -> int:
         # Hydra refused the command line: its message, then the key meant and the valid keys.
         from growth.config.hints import override_hints
 
-        message = str(exc) + (f"\n{exc.__cause__}" if isinstance(exc.__cause__, OmegaConfBaseException) else "")
+        message = safe_text(str(exc) + (f"\n{exc.__cause__}" if isinstance(exc.__cause__, OmegaConfBaseException) else ""))
         print(message, file=sys.stderr)
         hints = override_hints(args, compose_for_hints)
         if hints:
             print("error: " + "\n       ".join(hints), file=sys.stderr)
+        return 2
+    except Exception as exc:
+        refusal = sbatch_refusal(exc)
+        if refusal is None:
+            if not isinstance(exc, OSError) or STARTED:
+                raise  # (an OSError after Hydra's set-up is the run's own I/O failure: its records say so)
+            # Hydra makes its output directory under output.root before any of the framework's checks.
+            given = next((a for a in args if a.startswith(("output.root=", "++output.root=", "+output.root="))), "output.root")
+            print(f"error: {given.lstrip('+')}: Hydra cannot create its output directory {exc.filename} "
+                  f"({exc.strerror or exc}): choose a writable output.root (or set GROWTH_RESULTS)", file=sys.stderr)
+            return 2
+        print(f"error: {refusal}", file=sys.stderr)
         return 2
     finally:
         if previous is None:
