@@ -31,6 +31,7 @@ from growth.errors import ConfigError
 from growth.records import run_dir_for
 from growth.run import prepare, run
 from tests.conftest import FAST, compose_cfg
+from tests.schema_matrix_eval import message  # what the user reads: the error and its causes
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,19 @@ CASES = [
          ["method.file=", "cannot be read as a masks file"]),
     case("masks method without a file", ["method=masks"],
          ["method.file=None is invalid", "the path of a masks file or of a run's snapshots/round_NNN.pt"]),
+    # --- contradictions and degenerate values found by a probe outside the matrix (issue 15)
+    case("a non-finite ratio", ["growth.growth_ratio=inf"], ["growth.growth_ratio=inf is invalid: a ratio above 1"]),
+    case("milestones beyond the schedule", ["trainer.schedule=step", "trainer.milestones=[3,10]"],
+         ["trainer.milestones=[3, 10] has [10] at or beyond trainer.epochs=6", "they never apply"]),
+    case("a seed density that leaves no path", ["growth.seed_density=1e-9"],
+         ["growth.seed_density=1e-09 is too small for model=mlp", "a path from the input to each of the 10 outputs", "choose growth.seed_density >="]),
+    case("a PHEW density that leaves no path", ["method=phew", "method.density=1e-7"], ["method.density=1e-07 is too small for model=mlp"]),
+    case("a rewind epoch the training never reaches", ["method=imp_c", "method.rewind=epoch", "method.rewind_epoch=10"],
+         ["method.rewind_epoch=10 is invalid: an epoch below trainer.epochs=6"]),
+    case("budget.reference without budget.match", ["method=phew", "budget.reference={digits_run}"], ["budget.reference=", "needs budget.match"]),
+    case("a study whose reference it does not run", ["study=compare", "study.growth_methods=[rg]"],
+         ["study.reference='pwmpr' is not one of study.growth_methods=['rg']"]),
+    case("a model too large to index", ["model.hidden=[100000,100000]"], ["model=mlp is too large", "2**31 - 1"]),
     # --- results root
     case("results root under a file", ["output.root={a_file}/results"], ["output.root=", "is not a directory", "choose a writable output.root"]),
 ]
@@ -211,15 +225,6 @@ def tree(root: Path) -> dict:
         else:
             out[str(p.relative_to(root))] = "dir"
     return out
-
-
-def message(exc: BaseException) -> str:
-    """What the user reads: the error and its causes (Hydra prints the chain)."""
-    parts = []
-    while exc is not None:
-        parts.append(str(exc))
-        exc = exc.__cause__ or exc.__context__
-    return "\n".join(parts)
 
 
 # ------------------------------------------------------------------ the matrix
@@ -315,3 +320,29 @@ def test_a_masks_file_of_another_models_shapes_is_refused_naming_the_shapes(tmp_
     with pytest.raises(ValueError, match=r"missing \[.*\], unexpected \[\]"):
         load_masks(path, deeper)
     assert load_masks(path, small).keys() == set(names)
+
+
+# ------------------------------------------------------------------ unsafe advice (issue 15)
+
+
+def test_a_library_error_advising_to_weaken_a_safety_setting_is_never_passed_on(tmp_path):
+    """torch.load refuses a pickle of a class outside its allowlist and advises weights_only=False
+    (and add_safe_globals): the framework's message names the file and leaves that advice out."""
+    import argparse
+
+    from growth.errors import REMOVED, safe_text
+
+    path = tmp_path / "not-masks.pt"
+    torch.save(argparse.Namespace(a=1), path)
+    with pytest.raises(Exception) as raw:
+        torch.load(path, weights_only=True)
+    assert "weights_only" in str(raw.value) and "False" in str(raw.value)  # torch's own text advises it
+    cfg = compose_cfg([*FAST, "method=masks", f"method.file={path}"], tmp_path=tmp_path / "results")
+    with pytest.raises(ConfigError) as err:
+        prepare(cfg)
+    text = str(err.value)
+    assert str(path) in text and "cannot be read as a masks file" in text
+    for advice in ("weights_only=False", "weights_only` set to `False", "add_safe_globals", "safe_globals(", "arbitrary code"):
+        assert advice not in text, text
+    assert REMOVED in text
+    assert safe_text("a plain message.") == "a plain message."
