@@ -34,7 +34,8 @@ def run_cases(items: list[dict], tmp_path) -> dict[str, dict]:
         (tmp_path / f"cases{i}.json").write_text(json.dumps(half))
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "tests.cli_matrix_driver", str(tmp_path / f"cases{i}.json"), str(tmp_path / f"results{i}.json")],
-            cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+            # From a scratch directory: cases with relative paths (output.root=no_such_value) write there.
+            cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
         ))
     for proc in procs:
         assert proc.wait(timeout=1800) == 0
