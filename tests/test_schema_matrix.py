@@ -30,8 +30,8 @@ LENGTH = ("a length is the researcher's to choose: the run prints its progress a
           "mistaken one is seen at once and stopped without loss")
 DIVERGES = ("training diverges, and the run is recorded as diverged with its phase, round and step, never as a result "
             "(tests/test_faults.py)")
-SBATCH = ("the cluster's own names and limits: sbatch checks them when a study or sweep submits, and its refusal is "
-          "one line naming the key (tests/test_slurm.py)")
+SBATCH = ("the cluster's own names and limits, known only to it: sbatch checks them when a study or sweep submits, and "
+          "its refusal is one line naming the resource settings (tests/test_slurm.py: a GPU asked for where there is none)")
 RELATIVE = "a relative path, below the working directory (as Hydra's own output directory is)"
 accept("trainer.epochs growth.max_rounds growth.timing.epochs growth.timing.max_epochs growth.timing.eval_every "
        "growth.timing.patience growth.proxy.anneal_epochs budget.epochs", "huge", LENGTH)
