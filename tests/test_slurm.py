@@ -134,9 +134,6 @@ def test_study_on_slurm_holds_matched_jobs_until_the_reference_succeeded(tmp_pat
     held = subprocess.run(["squeue", "-h", "-o", "%i %r", "-j", ",".join(j["job_id"] for j in matched)], capture_output=True, text=True).stdout
     ref_done = (Path(ref["run_dir"]) / "summary.json").exists() and json.loads((Path(ref["run_dir"]) / "summary.json").read_text())["status"] == "finished"
     assert ref_done or "Dependency" in held, held
-    # Relaunched while its jobs are queued or running, the study starts none of them twice.
-    early = launch([*STUDY, "study.executor=slurm", f"output.root={tmp_path}"])
-    assert early.returncode == 0 and "submitted 0 SLURM jobs" in early.stdout, early.stdout[-2000:] + early.stderr[-2000:]
     deadline = time.time() + 600
     while time.time() < deadline:
         if subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip() == "":
@@ -268,42 +265,3 @@ def test_preempted_in_a_growth_round_and_again_in_extensive_training_ends_like_a
     assert len(holders) == 3 and first != second != holders[-1], holders
     assert comparable_records(run_dir) == comparable_records(run_dir_for(reference))
 
-
-def test_a_sweep_job_cancelled_mid_run_resumes_from_its_checkpoint_when_the_sweep_is_relaunched(tmp_path):
-    """scancel kills a sweep's job mid-run; the same sweep launched again resumes that run from its
-    checkpoint (it does not start over) and ends with the records of a run never interrupted."""
-    if not slurm_available():
-        if os.environ.get("CI"):
-            raise RuntimeError("CI is set but no SLURM cluster answers (sinfo)")
-        pytest.skip("no SLURM cluster here")
-    from growth.records import load_checkpoint, run_dir_for
-    from growth.run import run
-    from tests.test_packing import queued, wait_until_gone
-
-    overrides = [*FAST, "growth.max_rounds=8", "growth.timing.epochs=3", "trainer.epochs=400", "output.progress=true"]
-    reference = compose_cfg(overrides, tmp_path=tmp_path / "reference")
-    run(reference)
-    sweep = ["-m", "seed=0", "hydra/launcher=slurm", f"output.root={tmp_path / 'sweep'}", *overrides]
-    env = {**os.environ, **SLURM_ENV}
-    first = subprocess.Popen([sys.executable, str(REPO / "launch.py"), *sweep], cwd=REPO, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    run_dir = run_dir_for(compose_cfg(overrides, tmp_path=tmp_path / "sweep"))
-    deadline = time.time() + 300
-    while not ((run_dir / "checkpoint.pt").exists() and load_checkpoint(run_dir)["state"]["round"] >= 2):
-        assert time.time() < deadline and first.poll() is None, "the sweep's job never reached round 2"
-        time.sleep(0.05)
-    # The sweep's own job: submitit names a folder by each job id (hydra/launcher=slurm's submitit_folder).
-    jobs = [p.name for p in (tmp_path / "sweep" / "slurm").iterdir() if p.is_dir() and p.name[0].isdigit()]
-    assert jobs and queued(jobs), "the sweep's job is in the queue"
-    subprocess.run(["scancel", "--full", "--signal=KILL", *jobs], check=True)
-    wait_until_gone(jobs)
-    first.kill()  # the user stops the first sweep (which would wait on a job SLURM no longer knows) ...
-    first.communicate(timeout=60)
-    assert json.loads((run_dir / "summary.json").read_text())["status"] == "running", "killed mid-way"
-    killed_at = load_checkpoint(run_dir)["state"]["round"]
-    again = launch(sweep)  # ... and launches the same sweep again
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    log = "\n".join(p.read_text() for p in (tmp_path / "sweep" / "slurm").rglob("*_log.*"))
-    assert "resuming" in log and killed_at >= 2, "the relaunched job resumed from the checkpoint"
-    assert not queued(jobs)
-    assert comparable_records(run_dir) == comparable_records(run_dir_for(reference))
