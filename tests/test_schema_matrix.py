@@ -141,8 +141,8 @@ def test_every_key_of_every_schema_has_cases():
 def test_every_generated_bad_value_is_refused_naming_its_key_or_accepted_on_purpose(outcomes):
     problems = [p for p in map(judge, outcomes) if p]
     assert not problems, f"{len(problems)} of {len(outcomes)} cases:\n" + "\n".join(problems)
-    refused = sum(o.refused for o in outcomes)
-    assert refused + sum(not o.refused for o in outcomes) == len(outcomes) and refused > 0.85 * len(outcomes)
+    # Accepting on purpose stays the exception: most bad values are refused.
+    assert sum(o.refused for o in outcomes) > 0.85 * len(outcomes)
 
 
 def test_every_accepted_case_exists_and_says_why(outcomes):

@@ -108,7 +108,7 @@ def model_fit_problems(cfg: DictConfig) -> list[str]:
             f"{shape[1]} classes): {exc}"
         ]
     except Exception as exc:  # e.g. sizes whose tensors cannot even be described (an overflow)
-        settings = ", ".join(f"model.{k}={v}" for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "name")
+        settings = model_settings(cfg)
         return [f"model={cfg.model.name} cannot be built with {settings} for dataset={cfg.dataset.name}: "
                 f"{type(exc).__name__}: {exc}"]
     if model is None:
@@ -116,10 +116,15 @@ def model_fit_problems(cfg: DictConfig) -> list[str]:
     too_large = [(n, p.numel()) for n, p in model.named_parameters() if p.numel() > MAX_TENSOR_ELEMENTS]
     if too_large:
         name, numel = too_large[0]
-        settings = ", ".join(f"model.{k}={v}" for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "name")
+        settings = model_settings(cfg)
         return [f"model={cfg.model.name} is too large with {settings}: its parameter {name} has {numel:,} elements, more than "
                 f"{MAX_TENSOR_ELEMENTS:,} (2**31 - 1, what masks, sampling and sparse kernels index): choose smaller model settings"]
     return path_density_problems(cfg, model)
+
+
+def model_settings(cfg: DictConfig) -> str:
+    """The model section's settings as the command line gives them (model.depth=32, ...)."""
+    return ", ".join(f"model.{k}={v}" for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "name")
 
 
 def sparse_density_key(cfg: DictConfig) -> str | None:
