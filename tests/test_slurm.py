@@ -134,6 +134,16 @@ def test_study_on_slurm_holds_matched_jobs_until_the_reference_succeeded(tmp_pat
     held = subprocess.run(["squeue", "-h", "-o", "%i %r", "-j", ",".join(j["job_id"] for j in matched)], capture_output=True, text=True).stdout
     ref_done = (Path(ref["run_dir"]) / "summary.json").exists() and json.loads((Path(ref["run_dir"]) / "summary.json").read_text())["status"] == "finished"
     assert ref_done or "Dependency" in held, held
+    # Relaunched while they are held, the study adopts its jobs instead of submitting them twice.
+    early = launch([*STUDY, "study.executor=slurm", f"output.root={tmp_path}"])
+    assert early.returncode == 0, early.stdout[-3000:] + early.stderr[-3000:]
+    assert "submitted 0 SLURM jobs" in early.stdout, early.stdout
+    again_jobs = {j["label"]: j for j in json.loads(study_file.read_text())["jobs"]}
+    for j in matched:  # each is the same job, or finished in the meantime
+        again = again_jobs[j["label"]]
+        assert again["job_id"] == j["job_id"] or again["status"].startswith("skipped"), (again, early.stdout)
+    queued = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+    assert len(queued) == len(set(queued)) and len(queued) <= len(study["jobs"]), queued
     deadline = time.time() + 600
     while time.time() < deadline:
         if subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip() == "":
