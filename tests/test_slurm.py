@@ -275,3 +275,90 @@ def test_preempted_in_a_growth_round_and_again_in_extensive_training_ends_like_a
     assert len(holders) == 3 and first != second != holders[-1], holders
     assert comparable_records(run_dir) == comparable_records(run_dir_for(reference))
 
+
+
+
+# Growth rounds take a fraction of a second here; the 400 epochs after them take about 20 s, time
+# enough to cancel a job between its round 2 and its end, or for a one-minute limit to be reached.
+LONG_RUN = [*FAST, "growth.max_rounds=8", "growth.timing.epochs=3", "trainer.epochs=400", "output.progress=true"]
+
+
+@pytest.fixture(scope="module")
+def long_run_records(tmp_path_factory):
+    """The records of LONG_RUN never interrupted, for the fault tests to end with."""
+    from growth.records import run_dir_for
+    from growth.run import run
+
+    reference = compose_cfg(LONG_RUN, tmp_path=tmp_path_factory.mktemp("reference"))
+    run(reference)
+    return comparable_records(run_dir_for(reference))
+
+
+def require_slurm() -> None:
+    if not slurm_available():
+        if os.environ.get("CI"):
+            raise RuntimeError("CI is set but no SLURM cluster answers (sinfo)")
+        pytest.skip("no SLURM cluster here")
+
+
+def test_a_sweep_job_cancelled_mid_run_resumes_from_its_checkpoint_when_the_sweep_is_relaunched(tmp_path, long_run_records):
+    """scancel kills a sweep's job mid-run; the same sweep launched again resumes that run from its
+    checkpoint (it does not start over) and ends with the records of a run never interrupted."""
+    require_slurm()
+    from growth.records import load_checkpoint, run_dir_for
+    from tests.test_packing import queued, wait_until_gone
+
+    sweep_root = tmp_path / "sweep"
+    sweep = ["-m", "seed=0", "hydra/launcher=slurm", f"output.root={sweep_root}", *LONG_RUN]
+    env = {**os.environ, **SLURM_ENV}
+    first = subprocess.Popen([sys.executable, str(REPO / "launch.py"), *sweep], cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run_dir = run_dir_for(compose_cfg(LONG_RUN, tmp_path=sweep_root))
+
+    def reached_round_2() -> bool:
+        try:
+            return load_checkpoint(run_dir)["state"]["round"] >= 2
+        except Exception:  # not written yet, or being replaced
+            return False
+
+    deadline = time.time() + 300
+    while not reached_round_2():
+        assert time.time() < deadline and first.poll() is None, "the sweep's job never reached round 2"
+        time.sleep(0.05)
+    # The sweep's own job: submitit names a folder by each job id (hydra/launcher=slurm's submitit_folder).
+    jobs = [p.name for p in (sweep_root / "slurm").iterdir() if p.is_dir() and p.name[0].isdigit()]
+    subprocess.run(["scancel", "--full", "--signal=KILL", *jobs], check=True)
+    assert jobs
+    wait_until_gone(jobs)
+    first.kill()  # the user stops the first sweep (which would wait on a job SLURM no longer knows) ...
+    first.communicate(timeout=60)
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "running", "killed mid-way"
+    killed_at = load_checkpoint(run_dir)["state"]["round"]
+    again = launch(sweep)  # ... and launches the same sweep again
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    log = "\n".join(p.read_text() for p in (sweep_root / "slurm").rglob("*_log.*"))
+    assert "resuming" in log and killed_at >= 2, "the relaunched job resumed from the checkpoint"
+    assert not queued(jobs)
+    assert comparable_records(run_dir) == long_run_records
+
+
+def test_a_sweep_job_that_reaches_its_time_limit_requeues_and_resumes(tmp_path, long_run_records):
+    """A real time limit: one minute, with SLURM's warning (USR2) asked for 50 s before it, so
+    SLURM itself signals the job about 10 s after it started. submitit checkpoints and requeues
+    it, the run resumes from its checkpoint (as often as the limit comes again) and ends with the
+    records of a run never interrupted."""
+    require_slurm()
+    from growth.records import run_dir_for
+
+    sweep_root = tmp_path / "sweep"
+    proc = launch(["-m", "seed=0", "hydra/launcher=slurm", "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=50",
+                   f"output.root={sweep_root}", *LONG_RUN])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (job_dir,) = [p for p in (sweep_root / "slurm").iterdir() if p.is_dir() and p.name[0].isdigit()]
+    log = "\n".join(p.read_text() for p in job_dir.glob("*_log.*"))
+    assert "this job is timed-out" in log, log[-3000:]
+    assert "resuming" in log, "the requeued job resumed from the checkpoint"
+    shown = subprocess.run(["scontrol", "show", "job", job_dir.name], capture_output=True, text=True).stdout
+    restarts = int(shown.split("Restarts=")[1].split()[0]) if "Restarts=" in shown else None
+    assert restarts is not None and restarts >= 1, shown
+    assert comparable_records(run_dir_for(compose_cfg(LONG_RUN, tmp_path=sweep_root))) == long_run_records
