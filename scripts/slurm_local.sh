@@ -30,8 +30,10 @@ cat > /etc/slurm/slurm.conf <<CONF
 ClusterName=local
 SlurmctldHost=${host}
 AuthType=auth/munge
-# A requeued job waits for its old credential to expire before it starts again: keep that short.
-AuthInfo=cred_expire=15
+# A requeued job waits for its old credential to expire before it starts again, then for the next
+# scheduling pass: keep both short (SLURM's defaults are 120 s, and 30 s or 60 s).
+AuthInfo=cred_expire=10
+SchedulerParameters=bf_interval=1,sched_interval=2
 SlurmUser=root
 SlurmctldPort=6817
 SlurmdPort=6818

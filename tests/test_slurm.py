@@ -3,6 +3,7 @@ scripts/slurm_local.sh), and the same paths through submitit's local executor.
 
 In CI the cluster must be there: a missing one fails loudly instead of skipping."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -278,9 +279,10 @@ def test_preempted_in_a_growth_round_and_again_in_extensive_training_ends_like_a
 
 
 
-# Growth rounds take a fraction of a second here; the 400 epochs after them take about 20 s, time
-# enough to cancel a job between its round 2 and its end, or for a one-minute limit to be reached.
-LONG_RUN = [*FAST, "growth.max_rounds=8", "growth.timing.epochs=3", "trainer.epochs=400", "output.progress=true"]
+# Growth rounds take a fraction of a second here; the 800 epochs after them take 18 s or more:
+# longer than SLURM's KillWait (10 s in scripts/slurm_local.sh), during which a job that scancel
+# sent SIGTERM (which submitit ignores) goes on, so a job cancelled at round 2 cannot finish.
+LONG_RUN = [*FAST, "growth.max_rounds=8", "growth.timing.epochs=3", "trainer.epochs=800", "output.progress=true"]
 
 
 @pytest.fixture(scope="module")
@@ -342,23 +344,71 @@ def test_a_sweep_job_cancelled_mid_run_resumes_from_its_checkpoint_when_the_swee
     assert comparable_records(run_dir) == long_run_records
 
 
+def task_of(folder: Path) -> int | None:
+    """The pid of the python task submitit runs for a job whose folder is under `folder`."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        is_python = Path(argv[0].decode(errors="replace")).name.startswith("python")  # not the srun that starts it
+        if is_python and b"submitit.core._submit" in argv and any(str(folder).encode() in a for a in argv):
+            return int(cmdline.parent.name)
+    return None
+
+
+def warned(pid: int) -> bool:
+    """Whether the stopped task `pid` was sent USR2: pending, or (SLURM continues a stopped task
+    it signals) no longer stopped, or already gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    status = {k: v.strip() for k, v in (line.split(":", 1) for line in text.splitlines() if ":" in line)}
+    pending = int(status["SigPnd"], 16) | int(status["ShdPnd"], 16)
+    return bool(pending & (1 << (signal.SIGUSR2 - 1))) or not status["State"].startswith("T")
+
+
 def test_a_sweep_job_that_reaches_its_time_limit_requeues_and_resumes(tmp_path, long_run_records):
-    """A real time limit: one minute, with SLURM's warning (USR2) asked for 50 s before it, so
-    SLURM itself signals the job about 10 s after it started. submitit checkpoints and requeues
-    it, the run resumes from its checkpoint (as often as the limit comes again) and ends with the
-    records of a run never interrupted."""
+    """A real time limit: one minute, with SLURM's warning (USR2) asked for 50 s before it. SLURM
+    sends that warning at its own coarse moment, so the job is stopped (SIGSTOP) after growth round
+    2 until the warning waits for it, then continued: submitit checkpoints and requeues it, the run
+    resumes from its checkpoint, and ends with the records of a run never interrupted."""
     require_slurm()
-    from growth.records import run_dir_for
+    from growth.records import load_checkpoint, run_dir_for
 
     sweep_root = tmp_path / "sweep"
-    proc = launch(["-m", "seed=0", "hydra/launcher=slurm", "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=50",
-                   f"output.root={sweep_root}", *LONG_RUN])
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    sweep = ["-m", "seed=0", "hydra/launcher=slurm", "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=50",
+             f"output.root={sweep_root}", *LONG_RUN]
+    proc = subprocess.Popen([sys.executable, str(REPO / "launch.py"), *sweep], cwd=REPO, env={**os.environ, **SLURM_ENV},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run_dir = run_dir_for(compose_cfg(LONG_RUN, tmp_path=sweep_root))
+    deadline = time.time() + 300
+    while True:
+        assert time.time() < deadline and proc.poll() is None, "the job never reached growth round 2"
+        try:
+            if load_checkpoint(run_dir)["state"]["round"] >= 2:
+                break
+        except Exception:  # not written yet, or being replaced
+            pass
+        time.sleep(0.05)
+    pid = task_of(sweep_root / "slurm")
+    assert pid is not None, "the job's task process was found"
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        deadline = time.time() + 120
+        while not warned(pid):
+            assert time.time() < deadline, "SLURM never sent the time-limit warning"
+            time.sleep(0.1)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
     (job_dir,) = [p for p in (sweep_root / "slurm").iterdir() if p.is_dir() and p.name[0].isdigit()]
     log = "\n".join(p.read_text() for p in job_dir.glob("*_log.*"))
-    assert "this job is timed-out" in log, log[-3000:]
+    assert "this job is timed-out" in log and "Requeued job" in log, log[-3000:]
     assert "resuming" in log, "the requeued job resumed from the checkpoint"
     shown = subprocess.run(["scontrol", "show", "job", job_dir.name], capture_output=True, text=True).stdout
-    restarts = int(shown.split("Restarts=")[1].split()[0]) if "Restarts=" in shown else None
-    assert restarts is not None and restarts >= 1, shown
-    assert comparable_records(run_dir_for(compose_cfg(LONG_RUN, tmp_path=sweep_root))) == long_run_records
+    assert "Restarts=" in shown and int(shown.split("Restarts=")[1].split()[0]) >= 1, shown
+    assert comparable_records(run_dir) == long_run_records
