@@ -102,6 +102,10 @@ def _kind(tp: Any) -> tuple[str, str | None]:
     return "any", None
 
 
+STUDY_CONTEXT = ("study=compare", "study.seeds=[0]", "study.growth_methods=[pwmpr]", "study.baselines=[dense]",
+                 "study.matched_methods=[phew]")
+
+
 def _declared_by(schema: type, f: dataclasses.Field) -> type:
     """The topmost class of the schema's bases that holds this very field (an inherited field is
     one key, tried once; a subclass that redeclares it makes another)."""
@@ -125,8 +129,9 @@ def _walk(schema: type, prefix: str, selects: tuple[str, ...], skip: set[str] = 
         tp, nullable = _unwrap(hints[f.name])
         key = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(tp):
-            # (a study's keys are checked when a study is asked for)
-            inner = ("study=compare",) if key == "study" else selects
+            # (a study's keys are checked when a study is asked for; a small one, since a dry run
+            # composes and checks every run of it)
+            inner = STUDY_CONTEXT if key == "study" else selects
             out += _walk(tp, key + ".", inner, skip={"stop"} if key == "growth" else set(), seen=seen)
             continue
         kind, item = _kind(tp)
