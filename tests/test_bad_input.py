@@ -84,6 +84,7 @@ CASES = [
          ["growth.seed_density=0.2 is above growth.max_density=0.1", "must not be denser"]),
     case("budget.match on a growth method", ["budget.match=pwmpr"], ["budget.match='pwmpr'", "needs a fixed-density method (grasp, masks, phew, rigl, set, shuffled_masks, snip, synflow)"]),
     case("budget.snapshot without budget.match", ["method=phew", "budget.snapshot=2"], ["budget.snapshot=2 needs budget.match"]),
+    case("budget shorter than one epoch", ["method=phew", "budget.epochs=0.001"], ["budget.epochs=0.001", "at least 1 epoch (runs train whole epochs)"]),
     case("budget.match and budget.epochs", ["method=phew", "budget.match=pwmpr", "budget.epochs=3"], ["budget.match and budget.epochs are both set"]),
     case("budget.match without a reference run", ["method=phew", "budget.match=pwmpr"],
          ["budget.match='pwmpr': no finished run with method=pwmpr, dataset=digits, model=mlp, seed=0", "run it first, or set budget.reference"]),

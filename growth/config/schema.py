@@ -188,8 +188,9 @@ class BudgetConfig:
     reference: Optional[str] = key(None, name_or_null("null or a reference run's directory"))
     # Cost unit to match: epochs (in dense-run units) or flops.
     unit: str = key("epochs", one_of("epochs", "flops"))
-    # Explicit length in epochs; null means trainer.epochs (or the matched budget).
-    epochs: Optional[float] = key(None, above(0, "null or a positive number of epochs", nullable=True))
+    # Explicit length in epochs; null means trainer.epochs (or the matched budget). A run trains
+    # whole epochs (the nearest whole number), so less than one would silently train one.
+    epochs: Optional[float] = key(None, at_least(1, "null or at least 1 epoch (runs train whole epochs)", nullable=True))
     # Train at the density of the reference's growth round `snapshot` instead of
     # method.density (a study submits these before the reference has run). A round the
     # reference never reached makes the run a no-op that says so.
