@@ -75,6 +75,23 @@ def launched_jobs(config: DictConfig) -> list[list[str]]:
     return sweep_job_overrides(config)
 
 
+def packed_launcher(config: DictConfig, first_jobs: list[DictConfig]) -> int:
+    """hydra/launcher=slurm_packed's `pack` (1 for any other launcher), checked: a whole number of
+    jobs from 1 to 256, and not with a data-parallel run, whose processes would share one's share."""
+    from growth.errors import ConfigError
+
+    if "pack" not in config.hydra.launcher:
+        return 1
+    pack = config.hydra.launcher.pack
+    if isinstance(pack, bool) or not isinstance(pack, int) or not 1 <= pack <= 256:
+        raise ConfigError(f"hydra.launcher.pack={pack!r} is invalid: sweep jobs a SLURM job runs at once, from 1 to 256")
+    for cfg in first_jobs:
+        if pack > 1 and cfg.trainer.devices * cfg.trainer.nodes > 1:
+            raise ConfigError(f"hydra.launcher.pack={pack} shares one job's resources among several runs, but trainer.devices="
+                              f"{cfg.trainer.devices} x trainer.nodes={cfg.trainer.nodes} is a data-parallel run: use hydra/launcher=slurm")
+    return int(pack)
+
+
 def compose_job(overrides: list[str]) -> DictConfig:
     from hydra import compose
 
@@ -104,12 +121,14 @@ class SweepCallback(Callback):
             raise LaunchRefused("the sweep was not launched:\n" + "\n".join(problems))
         try:
             check_search_space(config, jobs[0] if jobs else [])
+            pack = packed_launcher(config, [compose_job(o) for o in jobs[:1]])
         except ConfigError as exc:
             raise LaunchRefused(f"the sweep was not launched: {exc}") from None
         if config.get("dry_run"):
             launcher = OmegaConf.to_container(config.hydra.launcher, resolve=True)
-            resources = {k: v for k, v in launcher.items() if k not in ("_target_", "setup") and v not in (None, {}, [])}
-            print(f"dry run: {len(planned)} jobs would be launched with {resources}")
+            resources = {k: v for k, v in launcher.items() if k not in ("_target_", "setup", "pack") and v not in (None, {}, [])}
+            packed = f" in {-(-len(planned) // pack)} SLURM jobs of up to {pack} (each one job's resources, shared)" if pack > 1 else ""
+            print(f"dry run: {len(planned)} jobs would be launched{packed} with {resources}")
             for overrides, run_dir in planned:
                 print(f"  {' '.join(overrides) or '(defaults)'}  ->  {run_dir}")
             raise DryRunDone()

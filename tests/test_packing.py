@@ -4,6 +4,7 @@ skip it has alone (growth.study.pack). The SLURM tests need the local cluster
 
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from growth.study.pack import member_threads
 from growth.study.plan import STUDY_EXECUTION_KEYS, study_identity, user_overrides
 from tests.conftest import FAST, compose_cfg
 from tests.test_run import comparable_records
-from tests.test_slurm import launch, slurm_available
+from tests.test_slurm import launch, launch_in_background, slurm_available, wait_for_round
 
 STUDY = ["study=compare", "study.seeds=[0]", *FAST, "growth.max_rounds=3", "study.max_density=0.02", "study.matched_methods=[phew]",
          "study.baselines=[dense]", "study.growth_methods=[pwmpr]", "trainer.epochs=8", "study.executor=slurm"]
@@ -199,3 +200,53 @@ def test_an_interrupted_packed_job_resumes_its_members_from_their_checkpoints(in
                         tmp_path=tmp_path / "alone")
     run(alone)
     assert comparable_records(run_dir) == comparable_records(run_dir_for(alone))
+
+
+def test_packed_sweep_refuses_a_bad_pack_and_a_data_parallel_run(tmp_path):
+    for value, said in (("0", "hydra.launcher.pack=0 is invalid: sweep jobs a SLURM job runs at once, from 1 to 256"),
+                        ("300", "hydra.launcher.pack=300 is invalid")):
+        proc = launch(["-m", "seed=0,1", "hydra/launcher=slurm_packed", f"hydra.launcher.pack={value}", f"output.root={tmp_path}", *FAST])
+        assert proc.returncode == 2 and said in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    proc = launch(["-m", "seed=0,1", "hydra/launcher=slurm_packed", "trainer.devices=2", f"output.root={tmp_path}", *FAST])
+    assert proc.returncode == 2 and "is a data-parallel run: use hydra/launcher=slurm" in proc.stderr, proc.stderr[-2000:]
+    dry = launch(["-m", "seed=0,1,2", "hydra/launcher=slurm_packed", "hydra.launcher.pack=2", "dry_run=true", f"output.root={tmp_path}", *FAST])
+    assert dry.returncode == 0 and "3 jobs would be launched in 2 SLURM jobs of up to 2" in dry.stdout, dry.stdout[-2000:]
+    assert not list(tmp_path.rglob("summary.json"))
+
+
+@pytest.mark.slow
+def test_packed_sweep_on_slurm_resumes_a_preempted_member_and_ends_as_alone(tmp_path):
+    """hydra/launcher=slurm_packed: three sweep jobs in two SLURM jobs; the first job, preempted
+    (SLURM's warning, USR2) at its member's round 2, is requeued and its members resume; every
+    run ends with the records it has alone, and the sweep relaunched runs nothing again."""
+    import submitit
+
+    from growth.run import run
+
+    need_slurm()
+    long = [*FAST, "growth.max_rounds=6", "growth.timing.epochs=3", "trainer.epochs=150", "output.progress=true"]
+    root = tmp_path / "sweep"
+    sweep = ["-m", "seed=0,1,2", "hydra/launcher=slurm_packed", "hydra.launcher.pack=2", f"output.root={root}", *long]
+    first = launch_in_background(sweep)  # SLURM_ENV: one CPU a job, so each member one thread, as the runs alone
+    run_dir = run_dir_for(compose_cfg([*long, "seed=0"], tmp_path=root))
+    wait_for_round(run_dir, first)
+    # The sweep's SLURM jobs: one array of two tasks, each with its folder (submitit's %j: <array>_<task>).
+    jobs = sorted(p.name for p in (root / "slurm").iterdir() if p.is_dir() and re.fullmatch(r"\d+_\d+", p.name))
+    assert len(jobs) == 2, jobs  # 3 sweep jobs, 2 to a SLURM job
+    submitit.SlurmJob(folder=root / "slurm" / "%j", job_id=jobs[0])._interrupt(timeout=True)
+    out, _ = first.communicate(timeout=600)
+    assert first.returncode == 0, out[-3000:]
+    assert "sweep report: 3 finished" in out, out[-3000:]
+    log = "\n".join(p.read_text() for p in (root / "slurm" / jobs[0]).glob("*_log.*"))
+    assert "Caught signal SIGUSR2" in log and "Requeued job" in log and f"resuming {run_dir}" in log, log[-3000:]
+    for seed in (0, 2):  # a member of the preempted job, and the one alone in its job
+        alone = compose_cfg([*long, f"seed={seed}", "trainer.cpu_threads=1"], tmp_path=tmp_path / "alone")
+        run(alone)
+        packed = run_dir_for(compose_cfg([*long, f"seed={seed}"], tmp_path=root))
+        assert comparable_records(packed) == comparable_records(run_dir_for(alone)), seed
+    again = launch(sweep)
+    assert again.returncode == 0 and "sweep report: 3 finished" in again.stdout, again.stdout[-3000:]
+    later = [p for p in (root / "slurm").iterdir() if p.is_dir() and re.fullmatch(r"\d+_\d+", p.name) and p.name not in jobs]
+    assert len(later) == 2
+    logs = "\n".join(p.read_text() for job in later for p in job.glob("*_log.out"))
+    assert logs.count("[already finished: skipped]") == 3, logs[-3000:]

@@ -45,6 +45,27 @@ def launch(args, timeout=600, env_extra=None):
     return subprocess.run([sys.executable, str(REPO / "launch.py"), *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
 
 
+def launch_in_background(args) -> subprocess.Popen:
+    """The launcher started as launch() starts it, without waiting for it (output in .stdout)."""
+    return subprocess.Popen([sys.executable, str(REPO / "launch.py"), *args], cwd=REPO, env={**os.environ, **SLURM_ENV},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_round(run_dir: Path, launcher: subprocess.Popen, at_least: int = 2) -> None:
+    """Poll the run's checkpoint until its growth round is `at_least`, while the launcher runs."""
+    from growth.records import load_checkpoint
+
+    deadline = time.time() + 300
+    while True:
+        assert time.time() < deadline and launcher.poll() is None, f"the job never reached growth round {at_least}"
+        try:
+            if load_checkpoint(run_dir)["state"]["round"] >= at_least:
+                return
+        except Exception:  # not written yet, or being replaced
+            pass
+        time.sleep(0.05)
+
+
 def summaries(root: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in root.glob("*/summary.json")}
 
@@ -312,21 +333,9 @@ def test_a_sweep_job_cancelled_mid_run_resumes_from_its_checkpoint_when_the_swee
 
     sweep_root = tmp_path / "sweep"
     sweep = ["-m", "seed=0", "hydra/launcher=slurm", f"output.root={sweep_root}", *LONG_RUN]
-    env = {**os.environ, **SLURM_ENV}
-    first = subprocess.Popen([sys.executable, str(REPO / "launch.py"), *sweep], cwd=REPO, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = launch_in_background(sweep)
     run_dir = run_dir_for(compose_cfg(LONG_RUN, tmp_path=sweep_root))
-
-    def reached_round_2() -> bool:
-        try:
-            return load_checkpoint(run_dir)["state"]["round"] >= 2
-        except Exception:  # not written yet, or being replaced
-            return False
-
-    deadline = time.time() + 300
-    while not reached_round_2():
-        assert time.time() < deadline and first.poll() is None, "the sweep's job never reached round 2"
-        time.sleep(0.05)
+    wait_for_round(run_dir, first)
     # The sweep's own job: submitit names a folder by each job id (hydra/launcher=slurm's submitit_folder).
     jobs = [p.name for p in (sweep_root / "slurm").iterdir() if p.is_dir() and p.name[0].isdigit()]
     subprocess.run(["scancel", "--full", "--signal=KILL", *jobs], check=True)
@@ -375,23 +384,14 @@ def test_a_sweep_job_that_reaches_its_time_limit_requeues_and_resumes(tmp_path, 
     2 until the warning waits for it, then continued: submitit checkpoints and requeues it, the run
     resumes from its checkpoint, and ends with the records of a run never interrupted."""
     require_slurm()
-    from growth.records import load_checkpoint, run_dir_for
+    from growth.records import run_dir_for
 
     sweep_root = tmp_path / "sweep"
     sweep = ["-m", "seed=0", "hydra/launcher=slurm", "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=50",
              f"output.root={sweep_root}", *LONG_RUN]
-    proc = subprocess.Popen([sys.executable, str(REPO / "launch.py"), *sweep], cwd=REPO, env={**os.environ, **SLURM_ENV},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = launch_in_background(sweep)
     run_dir = run_dir_for(compose_cfg(LONG_RUN, tmp_path=sweep_root))
-    deadline = time.time() + 300
-    while True:
-        assert time.time() < deadline and proc.poll() is None, "the job never reached growth round 2"
-        try:
-            if load_checkpoint(run_dir)["state"]["round"] >= 2:
-                break
-        except Exception:  # not written yet, or being replaced
-            pass
-        time.sleep(0.05)
+    wait_for_round(run_dir, proc)
     pid = task_of(sweep_root / "slurm")
     assert pid is not None, "the job's task process was found"
     os.kill(pid, signal.SIGSTOP)
