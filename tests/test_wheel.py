@@ -84,5 +84,10 @@ def test_the_installed_commands_run_the_embedded_default_outside_the_checkout(tm
     assert report.returncode == 0, report.stderr[-2000:]
     assert (outside / "results" / "analysis" / "density_table.md").is_file() and (outside / "results" / "analysis" / "report.html").is_file()
 
+    # The packed sweep launcher (hydra_plugins) and the launchers' shared resources are in the wheel too.
+    packed = subprocess.run([str(venv / "bin" / "growth-launch"), "-m", "seed=0,1,2", "hydra/launcher=slurm_packed", "dry_run=true"],
+                            cwd=outside, capture_output=True, text=True, timeout=300)
+    assert packed.returncode == 0 and "3 jobs would be launched in 2 SLURM jobs of up to 2" in packed.stdout, packed.stderr[-2000:]
+
     refused = subprocess.run([str(venv / "bin" / "growth-launch"), "method=nonsense"], cwd=outside, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "method" in refused.stderr and "Traceback" not in refused.stderr
