@@ -75,7 +75,7 @@ def launched_jobs(config: DictConfig) -> list[list[str]]:
     return sweep_job_overrides(config)
 
 
-def packed_launcher(config: DictConfig, first_jobs: list[DictConfig]) -> int:
+def packed_launcher(config: DictConfig, job_configs: list[DictConfig]) -> int:
     """hydra/launcher=slurm_packed's `pack` (1 for any other launcher), checked: a whole number of
     jobs from 1 to 256, and not with a data-parallel run, whose processes would share one's share."""
     from growth.errors import ConfigError
@@ -85,7 +85,7 @@ def packed_launcher(config: DictConfig, first_jobs: list[DictConfig]) -> int:
     pack = config.hydra.launcher.pack
     if isinstance(pack, bool) or not isinstance(pack, int) or not 1 <= pack <= 256:
         raise ConfigError(f"hydra.launcher.pack={pack!r} is invalid: sweep jobs a SLURM job runs at once, from 1 to 256")
-    for cfg in first_jobs:
+    for cfg in job_configs:
         if pack > 1 and cfg.trainer.devices * cfg.trainer.nodes > 1:
             raise ConfigError(f"hydra.launcher.pack={pack} shares one job's resources among several runs, but trainer.devices="
                               f"{cfg.trainer.devices} x trainer.nodes={cfg.trainer.nodes} is a data-parallel run: use hydra/launcher=slurm")
@@ -110,18 +110,20 @@ class SweepCallback(Callback):
             raise LaunchRefused(f"the sweep was not launched: {exc}") from None
         problems = []
         planned = []
+        configs = []
         for overrides in jobs:
             try:
                 cfg = compose_job(overrides)
                 prepare(cfg, before_submission=True)
                 planned.append((overrides, str(run_dir_for(cfg))))
+                configs.append(cfg)
             except ConfigError as exc:
                 problems.append(f"job {' '.join(overrides)}: {exc}")
         if problems:
             raise LaunchRefused("the sweep was not launched:\n" + "\n".join(problems))
         try:
             check_search_space(config, jobs[0] if jobs else [])
-            pack = packed_launcher(config, [compose_job(o) for o in jobs[:1]])
+            pack = packed_launcher(config, configs)
         except ConfigError as exc:
             raise LaunchRefused(f"the sweep was not launched: {exc}") from None
         if config.get("dry_run"):

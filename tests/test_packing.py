@@ -3,7 +3,6 @@ skip it has alone (growth.study.pack). The SLURM tests need the local cluster
 (scripts/slurm_local.sh); in CI a missing one fails loudly."""
 
 import json
-import os
 import re
 import subprocess
 import time
@@ -16,17 +15,10 @@ from growth.study.pack import member_threads
 from growth.study.plan import STUDY_EXECUTION_KEYS, study_identity, user_overrides
 from tests.conftest import FAST, compose_cfg
 from tests.test_run import comparable_records
-from tests.test_slurm import launch, launch_in_background, slurm_available, wait_for_round
+from tests.test_slurm import launch, launch_in_background, require_slurm, wait_for_round
 
 STUDY = ["study=compare", "study.seeds=[0]", *FAST, "growth.max_rounds=3", "study.max_density=0.02", "study.matched_methods=[phew]",
          "study.baselines=[dense]", "study.growth_methods=[pwmpr]", "trainer.epochs=8", "study.executor=slurm"]
-
-
-def need_slurm():
-    if not slurm_available():
-        if os.environ.get("CI"):
-            raise RuntimeError("CI is set but no SLURM cluster answers (sinfo)")
-        pytest.skip("no SLURM cluster here: run scripts/slurm_local.sh to start one")
 
 
 def queued(job_ids) -> set[str]:
@@ -88,7 +80,7 @@ def test_pack_below_one_is_refused():
 
 @pytest.mark.slow
 def test_packed_study_on_slurm_runs_every_run_as_alone_in_fewer_jobs(tmp_path):
-    need_slurm()
+    require_slurm()
     proc = launch([*STUDY, "study.pack=2", f"output.root={tmp_path}"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     study = read_study(tmp_path)
@@ -127,7 +119,7 @@ def test_packed_study_on_slurm_runs_every_run_as_alone_in_fewer_jobs(tmp_path):
 def test_a_member_that_dies_leaves_the_other_finished_and_is_recorded_failed(tmp_path):
     """The growth run's process is killed at its first rounds.csv write (a fault the dense run,
     which writes none, never meets); the dense member of the same job finishes."""
-    need_slurm()
+    require_slurm()
     proc = launch([*STUDY, "study.pack=2", "study.matched_methods=[]", f"output.root={tmp_path}"],
                   env_extra={"GROWTH_FAULT_KILL_WRITE": "rounds.csv:1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -158,7 +150,7 @@ def test_an_interrupted_packed_job_resumes_its_members_from_their_checkpoints(in
     from growth.records import load_checkpoint
     from growth.run import run
 
-    need_slurm()
+    require_slurm()
     # 150 epochs for each snapshot's training (a few seconds in all): long enough that the
     # interruption lands mid-run; the dense pack-mate stays short
     long = [*STUDY, "study.pack=2", "study.matched_methods=[]", "growth.max_rounds=6", "growth.timing.epochs=3",
@@ -223,7 +215,7 @@ def test_packed_sweep_on_slurm_resumes_a_preempted_member_and_ends_as_alone(tmp_
 
     from growth.run import run
 
-    need_slurm()
+    require_slurm()
     long = [*FAST, "growth.max_rounds=6", "growth.timing.epochs=3", "trainer.epochs=150", "output.progress=true"]
     root = tmp_path / "sweep"
     sweep = ["-m", "seed=0,1,2", "hydra/launcher=slurm_packed", "hydra.launcher.pack=2", f"output.root={root}", *long]

@@ -31,12 +31,18 @@ def slurm_available() -> bool:
     return out.returncode == 0 and any(state in out.stdout for state in ("idle", "mix", "alloc"))
 
 
-@pytest.fixture(params=["slurm", "local"])
-def cluster(request):
-    if request.param == "slurm" and not slurm_available():
+def require_slurm() -> None:
+    """Skip without a SLURM cluster, except in CI, where a missing one fails loudly."""
+    if not slurm_available():
         if os.environ.get("CI"):
             raise RuntimeError("CI is set but no SLURM cluster answers (sinfo): .ci/run must start it")
         pytest.skip("no SLURM cluster here: run scripts/slurm_local.sh to start one")
+
+
+@pytest.fixture(params=["slurm", "local"])
+def cluster(request):
+    if request.param == "slurm":
+        require_slurm()
     return request.param
 
 
@@ -113,10 +119,7 @@ def test_a_corrupt_dataset_file_stops_a_sweep_before_anything_is_submitted(tmp_p
 def test_gpus_asked_for_on_a_partition_without_them_is_one_line_naming_the_setting(how, tmp_path):
     """The local node has no GPUs and the default asks for one: sbatch refuses the generic resource.
     A study (its executor's sbatch) and a sweep (Hydra's submitit launcher) say so in one line."""
-    if not slurm_available():
-        if os.environ.get("CI"):
-            raise RuntimeError("CI is set but no SLURM cluster answers (sinfo)")
-        pytest.skip("no SLURM cluster here")
+    require_slurm()
     args = ([*STUDY, "study.executor=slurm"] if how == "study" else ["-m", "seed=0,1", "hydra/launcher=slurm", *FAST])
     proc = launch([*args, f"output.root={tmp_path}"], env_extra={"GROWTH_SLURM_GPUS": "1"})
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -140,10 +143,7 @@ STUDY = ["study=compare", "study.seeds=[0]", *FAST, "growth.max_rounds=3", "stud
 
 
 def test_study_on_slurm_holds_matched_jobs_until_the_reference_succeeded(tmp_path):
-    if not slurm_available():
-        if os.environ.get("CI"):
-            raise RuntimeError("CI is set but no SLURM cluster answers (sinfo)")
-        pytest.skip("no SLURM cluster here")
+    require_slurm()
     proc = launch([*STUDY, "study.executor=slurm", f"output.root={tmp_path}"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (study_file,) = (tmp_path / "studies").glob("compare-*/study.json")
@@ -298,8 +298,6 @@ def test_preempted_in_a_growth_round_and_again_in_extensive_training_ends_like_a
     assert comparable_records(run_dir) == comparable_records(run_dir_for(reference))
 
 
-
-
 # Growth rounds take a fraction of a second here; the 800 epochs after them take 18 s or more:
 # longer than SLURM's KillWait (10 s in scripts/slurm_local.sh), during which a job that scancel
 # sent SIGTERM (which submitit ignores) goes on, so a job cancelled at round 2 cannot finish.
@@ -315,13 +313,6 @@ def long_run_records(tmp_path_factory):
     reference = compose_cfg(LONG_RUN, tmp_path=tmp_path_factory.mktemp("reference"))
     run(reference)
     return comparable_records(run_dir_for(reference))
-
-
-def require_slurm() -> None:
-    if not slurm_available():
-        if os.environ.get("CI"):
-            raise RuntimeError("CI is set but no SLURM cluster answers (sinfo)")
-        pytest.skip("no SLURM cluster here")
 
 
 def test_a_sweep_job_cancelled_mid_run_resumes_from_its_checkpoint_when_the_sweep_is_relaunched(tmp_path, long_run_records):

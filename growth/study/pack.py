@@ -34,7 +34,7 @@ from growth import records
 log = logging.getLogger("growth")
 
 # SLURM's preemption and time-limit warnings, and submitit's: this job's process handles them.
-_WARNING_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCONT)
+WARNING_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCONT)
 
 
 def member_threads(cpus_per_task: int, members: int) -> int:
@@ -42,16 +42,38 @@ def member_threads(cpus_per_task: int, members: int) -> int:
     return max(1, int(cpus_per_task) // max(1, members))
 
 
-def _run_member(cfg: DictConfig, threads: int) -> None:
-    """One member, in its own process: a run exactly as a job of one run does it."""
-    for sig in _WARNING_SIGNALS:
+def become_member(threads: int) -> None:
+    """What a member process does first: leave SLURM's warnings to the job's own process (which
+    ends the members on a requeue), and take its share of the CPUs as torch threads (on a GPU
+    too: the CPU-side work of k members would otherwise start k x cores threads). A run that
+    sets trainer.cpu_threads sets its own."""
+    for sig in WARNING_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     import torch
 
+    torch.set_num_threads(threads)
+
+
+def wait_for_members(procs: list) -> None:
+    """Wait for every member; short sleeps, so submitit's signal handler runs promptly."""
+    while any(p.is_alive() for p in procs):
+        time.sleep(1.0)
+
+
+def end_members(procs: list) -> None:
+    """End the members still running: reached early on a requeue (submitit exits the job's
+    process), so each resumes from its checkpoint when the job starts again."""
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+
+def _run_member(cfg: DictConfig, threads: int) -> None:
+    """One member, in its own process: a run exactly as a job of one run does it."""
+    become_member(threads)
     from growth.run import run
 
-    # On a GPU too: the CPU-side work of k members would otherwise start k x cores threads.
-    torch.set_num_threads(threads)
     run(cfg)  # a failure is written to the run's summary.json by run() itself; the exit code says it
 
 
@@ -97,8 +119,7 @@ def run_members(configs: list[DictConfig], labels: list[str], cpus_per_task: int
             proc = ctx.Process(target=_run_member, args=(cfg, int(cfg.trainer.cpu_threads)), name=f"member-{labels[i]}")
             proc.start()
             procs[i] = proc
-        while any(p.is_alive() for p in procs.values()):
-            time.sleep(1.0)  # short sleeps, so submitit's signal handler runs promptly
+        wait_for_members(list(procs.values()))
         for i, proc in procs.items():
             proc.join()
             summary = records.read_summary(records.run_dir_for(configs[i])) or {}
@@ -108,12 +129,7 @@ def run_members(configs: list[DictConfig], labels: list[str], cpus_per_task: int
             status = summary.get("status") or f"failed before it had records (exit code {proc.exitcode}): see the job's log"
             results[i].update(status=status, error=summary.get("error"), exitcode=proc.exitcode)
     finally:
-        # Reached early on a requeue (submitit exits this process): end the members now; each
-        # resumes from its checkpoint when the job starts again.
-        for proc in procs.values():
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
+        end_members(list(procs.values()))
     return results
 
 

@@ -17,8 +17,6 @@ member that had finished is skipped. A member that fails does not stop the other
 
 import logging
 import multiprocessing as mp
-import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Sequence
@@ -29,9 +27,6 @@ from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 
 log = logging.getLogger(__name__)
-
-# SLURM's preemption and time-limit warnings: the job's own process (submitit) handles them.
-_WARNING_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCONT)
 
 
 @dataclass
@@ -44,18 +39,22 @@ class PackedSlurmQueueConf(SlurmQueueConf):
 ConfigStore.instance().store(group="hydra/launcher", name="submitit_slurm_packed", node=PackedSlurmQueueConf, provider="growth")
 
 
+def failed(params: tuple, error: BaseException) -> JobReturn:
+    """The JobReturn of a member that failed (params: the plain launcher's job arguments)."""
+    return JobReturn(overrides=list(params[0]), status=JobStatus.FAILED, _return_value=error)
+
+
 def _member(launcher: "PackedSlurmLauncher", params: tuple, threads: int, result_file: str) -> None:
     """One sweep job in its own (forked) process, as the plain launcher's job runs it."""
     import cloudpickle
-    import torch
 
-    for sig in _WARNING_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
-    torch.set_num_threads(threads)  # a run with trainer.cpu_threads set sets its own
+    from growth.study.pack import become_member
+
+    become_member(threads)
     try:
         ret = SlurmLauncher.__call__(launcher, *params)
     except BaseException as exc:  # noqa: BLE001  (said in the parent's JobReturn)
-        ret = JobReturn(overrides=list(params[0]), status=JobStatus.FAILED, _return_value=exc)
+        ret = failed(params, exc)
     Path(result_file).write_bytes(cloudpickle.dumps(ret))
 
 
@@ -70,10 +69,12 @@ class PackedSweepJob:
         import cloudpickle
         import submitit
 
+        # (imported here, not when Hydra scans its plugins at every start)
+        from growth.study.pack import end_members, member_threads, wait_for_members
+
         env = submitit.JobEnvironment()
         folder = Path(str(env.paths.folder))
-        cpus = int(self.launcher.params.get("cpus_per_task") or 1)
-        threads = max(1, cpus // len(members))
+        threads = member_threads(int(self.launcher.params.get("cpus_per_task") or 1), len(members))
         ctx = mp.get_context("fork")  # the launcher (its task function, Hydra's context) as it is
         procs, files = [], []
         try:
@@ -84,23 +85,17 @@ class PackedSweepJob:
                 proc.start()
                 procs.append(proc)
                 files.append(result_file)
-            while any(p.is_alive() for p in procs):
-                time.sleep(1.0)  # short sleeps, so submitit's signal handler runs promptly
+            wait_for_members(procs)
         finally:
-            # Reached early on a requeue (submitit exits this process): end the members now; each
-            # resumes from its checkpoint when the job starts again.
-            for proc in procs:
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join()
+            end_members(procs)
         results = []
         for proc, result_file, params in zip(procs, files, members):
             proc.join()
             if result_file.exists():
                 results.append(cloudpickle.loads(result_file.read_bytes()))
             else:
-                error = RuntimeError(f"sweep job #{params[2]} ({' '.join(params[0])}) ended without a result (exit code {proc.exitcode})")
-                results.append(JobReturn(overrides=list(params[0]), status=JobStatus.FAILED, _return_value=error))
+                results.append(failed(params, RuntimeError(
+                    f"sweep job #{params[2]} ({' '.join(params[0])}) ended without a result (exit code {proc.exitcode})")))
         return results
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
